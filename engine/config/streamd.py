@@ -1,0 +1,67 @@
+"""Schema of `mfvan-streamd`: cameras, faces, spotting, the engine link and the supervisor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.config.base import Section, Security
+from engine.config.engine import EngineConfig
+
+
+class CameraConfig(Section):
+    name: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="topic-safe camera id")
+    device: int | None = Field(None, ge=0, description="V4L2 index (/dev/videoN)")
+    video: str = Field("", description="replay a file or frame folder instead of a camera")
+    fps: float = Field(200.0, gt=0, le=2000)
+    width: int = Field(640, ge=16, le=8192)
+    height: int = Field(480, ge=16, le=8192)
+    fourcc: str = Field("MJPG", min_length=4, max_length=4)
+    exposure: float | None = None
+    realtime: bool = Field(False, description="pace a replay at the source rate")
+
+
+class CaptureConfig(Section):
+    ring_frames: int = Field(512, ge=8, le=100_000, description="frames buffered between grab and processing")
+    gap_factor: float = Field(1.5, gt=1.0, description="a timestamp jump > gap_factor/fps is a sensor gap")
+
+
+class FacesConfig(Section):
+    detector: Literal["retinaface", "insightface", "mediapipe"] = "retinaface"
+    detect_every: int = Field(10, ge=1, description="run the detector every N frames (track in between)")
+    detect_width: int = Field(320, ge=64, description="detector input width (frames are downscaled)")
+    score_threshold: float = Field(0.8, ge=0, le=1)
+    max_faces: int = Field(8, ge=1, le=64)
+    min_face_px: int = Field(48, ge=8)
+    crop_size: int = Field(112, ge=32, le=512, description="aligned crop side in pixels")
+
+
+class SpotterConfig(Section):
+    method: Literal["flow", "lbp"] = "flow"
+    k_ms: float = Field(185.0, gt=0, description="half an average micro-expression; k = round(k_ms*fps/1000)")
+    threshold: Literal["online", "published"] = "online"
+    mad_c: float = Field(6.0, gt=0, description="online threshold = running median + c*MAD")
+    published_p: float = Field(0.5, ge=0, le=1, description="offline rule mean + p*(max-mean)")
+    warmup_s: float = Field(1.0, ge=0, description="noise floor learning before events may fire")
+    micro_min_ms: float = Field(65.0, gt=0)
+    micro_max_ms: float = Field(500.0, gt=0)
+    edge_fraction: float = Field(0.5, gt=0, lt=1, description="onset/offset where score crosses this fraction of peak")
+
+
+class SupervisorConfig(Section):
+    max_restarts: int = Field(5, ge=0)
+    restart_window_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float = Field(5.0, gt=0)
+    metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")
+
+
+class StreamdConfig(Section):
+    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()])
+    capture: CaptureConfig = CaptureConfig()
+    faces: FacesConfig = FacesConfig()
+    spotter: SpotterConfig = SpotterConfig()
+    engine: EngineConfig = EngineConfig()
+    embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
+    supervisor: SupervisorConfig = SupervisorConfig()
+    security: Security = Security()

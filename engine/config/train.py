@@ -1,0 +1,67 @@
+"""Schema of `mfvan-train` / `mfvan-eval loso`: model, data, stages and evaluation.
+
+Torch-free on purpose: engine hosts validate train configs (e.g. inside checkpoints) without
+the `[train]` extra. The trainer owns the meaning of these fields (trainer/models/).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.config.base import Section
+
+
+class ModelConfig(Section):
+    name: str = Field("mfvan_tiny", description="a name in trainer's model registry")
+    input_form: Literal["apex", "onset_apex"] = "onset_apex"
+    crop_size: int = Field(112, ge=32, le=512)
+    num_classes: int = Field(3, ge=2)
+    identity_removal: bool = True
+    scales: list[int] = Field(default_factory=lambda: [1, 2, 3], description="which of the 3 scales are on")
+    use_global: bool = True
+    embed_dim: int = Field(64, ge=8)
+    depth: int = Field(2, ge=1, description="L, transformer blocks per scale")
+    heads: int = Field(4, ge=1)
+    grid: int = Field(7, ge=2, description="s: each scale is split into s x s patches")
+    theta: float = Field(0.02, ge=0, lt=1, description="patches with class-token attention < theta are masked")
+
+
+class LossConfig(Section):
+    gamma: float = Field(2.0, ge=0, description="focal loss gamma (r in Eq. 10)")
+    alpha: Literal["inverse_frequency", "none"] = "inverse_frequency"
+    mask_weight: float = Field(0.1, ge=0)
+    remove_weight: float = Field(1.0, ge=0)
+
+
+class StageConfig(Section):
+    epochs: int = Field(10, ge=0)
+    lr: float = Field(1e-3, gt=0)
+    batch_size: int = Field(32, ge=1)
+    weight_decay: float = Field(1e-4, ge=0)
+
+
+class DataConfig(Section):
+    dataset: Literal["casme2", "samm", "smic", "megc2019", "synth"] = "synth"
+    root: str = ""
+    annotations: str = ""
+    cache_dir: str = ".cache/mfvan/crops"
+    labels: list[str] = Field(default_factory=lambda: ["negative", "positive", "surprise"])
+
+
+class EvalConfig(Section):
+    protocol: Literal["fixed_epochs", "nested"] = "fixed_epochs"
+    max_folds: int = Field(0, ge=0, description="0 = every subject")
+
+
+class TrainConfig(Section):
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    data: DataConfig = DataConfig()
+    pretrain: StageConfig = StageConfig(epochs=5)
+    remove: StageConfig = StageConfig(epochs=5)
+    joint: StageConfig = StageConfig(epochs=20)
+    eval: EvalConfig = EvalConfig()

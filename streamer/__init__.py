@@ -1,0 +1,1 @@
+"""Per-camera capture, face tracking, alignment and onset/apex spotting."""

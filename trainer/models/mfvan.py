@@ -1,0 +1,166 @@
+"""MFVAN (Pan et al. 2023, §3): identity removal + multi-scale local attention + fusion.
+
+Data flow for one (onset, apex) pair of RGB crops in [0, 1]:
+- identity removal (§3.1): the student maps apex -> onset. Its reconstruction x'' is the
+  identity image in the paper's apex-only form; in the `onset_apex` form the real onset is the
+  identity image (it is available live), and scales 2-3 become f(apex) - f(onset), i.e. the
+  identity is removed at feature level too. change = apex - identity is the de-identified
+  "global change" image; with `identity_removal` off, change = apex (Table 3's "Global").
+- global head: a small CNN on the change image -> one D-dim feature.
+- scales (§3.2): 1 = the apex image (plus the change image in `onset_apex` form), 2 and 3 =
+  the student's stride-4 and stride-8 feature maps; each is a g x g patch grid fed to its own
+  transformer. f_c = class-token attention to each patch; patches with f_c < theta are masked
+  out and the rest are averaged with the class token into one vector per scale.
+- fusion (Eq. 7): the global vector and the per-scale vectors are averaged and go through the
+  fusion MLP -> class logits. Each scale also has its own linear head (per-scale focal loss).
+
+WHY the global vector joins Eq. 7's average: the paper's Figure 2 fuses global and local
+features, and Table 3's "Global" row (no scales) must still classify.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from engine.config.train import ModelConfig
+from trainer.models.attention import ScaleTransformer
+from trainer.models.parts import GlobalHead, StudentAE, TeacherAE
+from trainer.models.registry import register_model
+
+HEATMAP_CHANNELS = ("fused", "scale1", "scale2", "scale3")
+
+
+class MFVAN(nn.Module):
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        student_widths: tuple[int, int, int] = (16, 32, 64),
+        teacher_widths: tuple[int, int, int] = (32, 64, 128),
+        teacher_blocks: int = 2,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        s, g, d = cfg.crop_size, cfg.grid, cfg.embed_dim
+        bad = sorted(set(cfg.scales) - {1, 2, 3})
+        if bad:
+            raise ValueError(f"model.scales: {bad} are not scales; choose from 1, 2, 3")
+        if not cfg.scales and not cfg.use_global:
+            raise ValueError("model: need use_global or at least one scale, else nothing classifies")
+        if s % 8:
+            raise ValueError(f"model.crop_size {s} must be a multiple of 8 (the student has stride 8)")
+        self.scales = tuple(sorted(set(cfg.scales)))
+        self.two_inputs = cfg.input_form == "onset_apex" and cfg.identity_removal
+        self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
+
+        self.teacher = TeacherAE(teacher_widths, teacher_blocks)
+        self.student = StudentAE(student_widths, teacher_widths[2])
+        self.global_head = GlobalHead(3, d, student_widths) if cfg.use_global else None
+        c1_in = 6 if self.two_inputs else 3
+        sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
+        self.transformers = nn.ModuleDict(
+            {str(i): ScaleTransformer(sizes[i][0], sizes[i][1], g, d, cfg.depth, cfg.heads) for i in self.scales}
+        )
+        self.scale_heads = nn.ModuleDict({str(i): nn.Linear(d, cfg.num_classes) for i in self.scales})
+        self.fuse = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Dropout(0.1), nn.Linear(d, cfg.num_classes))
+
+    def norm(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def forward(self, onset: torch.Tensor, apex: torch.Tensor, with_teacher: bool = False) -> dict[str, torch.Tensor]:
+        """Training-side forward. Returns logits, per-scale logits/f_c, student reconstruction
+        (and the teacher's outputs when `with_teacher`, for L_remove)."""
+        cfg = self.cfg
+        out: dict[str, torch.Tensor] = {}
+        recon, f2, f3 = self.student(self.norm(apex))
+        out["student_recon"] = recon
+        out["student_feat"] = self.student.adapter(f3)
+        if with_teacher:
+            out["teacher_recon"], out["teacher_feat"] = self.teacher(self.norm(apex))
+        if cfg.identity_removal:
+            if self.two_inputs:
+                identity = onset
+                f2o, f3o = self.student.encode(self.norm(onset))
+                f2, f3 = f2 - f2o, f3 - f3o
+            else:
+                identity = recon
+            change = (apex - identity) * 4.0  # micro-movements are small: rescale to ~unit range
+        else:
+            change = self.norm(apex)
+        vectors: list[torch.Tensor] = []
+        if self.global_head is not None:
+            vectors.append(self.global_head(change))
+        scale_in = {
+            1: torch.cat([self.norm(apex), change], dim=1) if self.two_inputs else self.norm(apex),
+            2: f2,
+            3: f3,
+        }
+        for i in self.scales:
+            tokens, fc = self.transformers[str(i)](scale_in[i])
+            keep = (fc >= cfg.theta).to(tokens.dtype).unsqueeze(-1)  # mask patches under theta
+            z = (tokens[:, 0] + (keep * tokens[:, 1:]).sum(dim=1)) / (1.0 + keep.sum(dim=1))
+            vectors.append(z)
+            out[f"logits_scale{i}"] = self.scale_heads[str(i)](z)
+            out[f"fc_scale{i}"] = fc
+        out["logits"] = self.fuse(torch.stack(vectors, dim=0).mean(dim=0))
+        return out
+
+    def heatmaps(self, out: dict[str, torch.Tensor], ref: torch.Tensor) -> torch.Tensor:
+        """[B, 4, g, g] in [0, 1]: fused, scale1..3 (each map divided by its max; a disabled
+        scale gives zeros)."""
+        g = self.cfg.grid
+        zero = torch.zeros_like(ref[:, 0, :g, :g])
+        maps = {}
+        for i in (1, 2, 3):
+            fc = out.get(f"fc_scale{i}")
+            if fc is None:
+                maps[i] = zero
+            else:
+                maps[i] = (fc / (fc.amax(dim=1, keepdim=True) + 1e-6)).reshape(-1, g, g)
+        if self.scales:
+            fused = torch.stack([maps[i] for i in self.scales], dim=1).mean(dim=1)
+            fused = fused / (fused.flatten(1).amax(dim=1).view(-1, 1, 1) + 1e-6)
+        else:
+            fused = zero
+        return torch.stack([fused, maps[1], maps[2], maps[3]], dim=1)
+
+
+class ExportModule(nn.Module):
+    """The inference contract: forward(onset, apex) -> (probs [B,C], heatmaps [B,4,g,g])."""
+
+    def __init__(self, model: MFVAN) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, onset: torch.Tensor, apex: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(onset, apex)
+        probs = F.softmax(out["logits"], dim=-1)
+        heat = self.model.heatmaps(out, apex)
+        if not self.model.two_inputs:
+            # apex-only form: keep "onset" a graph input (ONNX drops unused ones) so every
+            # artefact has the same two inputs and the engine needs no per-form special case
+            heat = heat + 0.0 * onset[:, :1, :1, :1]
+        return probs, heat
+
+
+def export_module(model: nn.Module) -> nn.Module:
+    """Wrap a trained MFVAN for inference/ONNX export (eval mode; the teacher is not used)."""
+    if isinstance(model, ExportModule):
+        return model.eval()
+    if not isinstance(model, MFVAN):
+        raise TypeError(f"export_module expects an MFVAN, got {type(model).__name__}")
+    return ExportModule(model).eval()
+
+
+@register_model("mfvan_tiny")
+def mfvan_tiny(cfg: ModelConfig) -> MFVAN:
+    """Sized for the CPU target (ONNX Runtime, 2 threads, batch 1: p50 <= 5 ms)."""
+    return MFVAN(cfg, student_widths=(16, 32, 64), teacher_widths=(32, 64, 128), teacher_blocks=2)
+
+
+@register_model("mfvan_base")
+def mfvan_base(cfg: ModelConfig) -> MFVAN:
+    """Wider CNNs for GPU serving; transformer size still comes from cfg."""
+    return MFVAN(cfg, student_widths=(32, 64, 128), teacher_widths=(64, 128, 256), teacher_blocks=3)

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from engine.config.engine import EngineConfig
 from engine.config.loader import ConfigError, load_config
 from engine.config.streamd import StreamdConfig
+from engine.config.sub import SubConfig
 from engine.config.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -67,3 +75,60 @@ def test_environment_overrides_deploy_values(tmp_path: Path) -> None:
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(EngineConfig, tmp_path / "nope.yaml", environ={})
+
+
+def test_cli_reports_misspelt_key_with_exit_2(tmp_path: Path) -> None:
+    cfg = tmp_path / "sub.yaml"
+    cfg.write_text("endpoint: tcp://127.0.0.1:5556\ncamreas: [cam0]\n")
+    proc = subprocess.run([sys.executable, "-m", "engine.sub_cli", "--config", str(cfg), "--validate-config"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"{cfg}:2: camreas: unknown key")
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_prints_the_effective_config(tmp_path: Path) -> None:
+    env = dict(os.environ, MFVAN_ENDPOINT="tcp://127.0.0.1:7777")
+    proc = subprocess.run([sys.executable, "-m", "engine.sub_cli", "--camera", "cam3", "--print-config"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)
+    assert printed["endpoint"] == "tcp://127.0.0.1:7777" and printed["cameras"] == ["cam3"]
+    # what --print-config prints is a valid config file
+    out = tmp_path / "effective.yaml"
+    out.write_text(proc.stdout)
+    assert load_config(SubConfig, out, environ={}).cameras == ["cam3"]
+
+
+_SCHEMA_FOR_MUTATION = [(ROOT / "configs" / name, model) for name, model in SCHEMAS.items()]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.sampled_from(_SCHEMA_FOR_MUTATION), st.data())
+def test_mutated_yaml_gives_located_errors_never_tracebacks(tmp_path: Path, target, data) -> None:
+    path, model = target
+    lines = path.read_text().splitlines()
+    i = data.draw(st.integers(0, len(lines) - 1))
+    op = data.draw(st.sampled_from(["value", "key", "indent", "delete", "garbage", "dup"]))
+    line = lines[i]
+    if op == "value" and ":" in line:
+        key = line.split(":", 1)[0]
+        junk = data.draw(st.sampled_from(["-1", "abc", "[1, 2]", "{a: 1}", "1e999", "null", "true", "'x'", "99999999"]))
+        lines[i] = f"{key}: {junk}"
+    elif op == "key" and ":" in line:
+        lines[i] = line.replace(":", "x:", 1)
+    elif op == "indent":
+        lines[i] = "   " + line
+    elif op == "delete":
+        del lines[i]
+    elif op == "garbage":
+        lines.insert(i, data.draw(st.text(alphabet=":-[]{}#&*!|>'\"%@` abc\t", max_size=12)))
+    else:
+        lines.insert(i, line)
+    cfg = tmp_path / "mutated.yaml"
+    cfg.write_text("\n".join(lines) + "\n")
+    try:
+        load_config(model, cfg, environ={})
+    except ConfigError as err:
+        for problem in err.problems:
+            assert re.match(rf"^{re.escape(str(cfg))}:\d+: \S", problem), problem

@@ -33,6 +33,9 @@ class LossConfig(Section):
     alpha: Literal["inverse_frequency", "none"] = "inverse_frequency"
     mask_weight: float = Field(0.1, ge=0)
     remove_weight: float = Field(1.0, ge=0)
+    distill_weight: float = Field(
+        0.5, ge=0, description="teacher -> student distillation (output + bottleneck feature MSE) inside L_remove"
+    )
 
 
 class StageConfig(Section):
@@ -48,11 +51,17 @@ class DataConfig(Section):
     annotations: str = ""
     cache_dir: str = ".cache/mfvan/crops"
     labels: list[str] = Field(default_factory=lambda: ["negative", "positive", "surprise"])
+    kind: Literal["micro", "macro", "all"] = Field("micro", description="which annotated events to train/evaluate on")
+    pretrain_frames: int = Field(4, ge=0, description="extra frames per clip (between onset and offset) for the teacher's Eq. 1")
+    flip: bool = Field(True, description="random horizontal flip of the (onset, apex) pair while training")
 
 
 class EvalConfig(Section):
     protocol: Literal["fixed_epochs", "nested"] = "fixed_epochs"
     max_folds: int = Field(0, ge=0, description="0 = every subject")
+    nested_val_subjects: int = Field(3, ge=1, description="nested protocol: inner validation subjects per fold")
+    baselines: bool = Field(True, description="also run LBP-TOP+SVM and the optical-flow CNN on the same folds")
+    overlays: int = Field(6, ge=0, description="attention overlays written per report")
 
 
 class TrainConfig(Section):

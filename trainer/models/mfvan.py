@@ -69,16 +69,29 @@ class MFVAN(nn.Module):
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
-    def forward(self, onset: torch.Tensor, apex: torch.Tensor, with_teacher: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self, onset: torch.Tensor, apex: torch.Tensor, with_teacher: bool = False, stage: str = "joint"
+    ) -> dict[str, torch.Tensor]:
         """Training-side forward. Returns logits, per-scale logits/f_c, student reconstruction
-        (and the teacher's outputs when `with_teacher`, for L_remove)."""
+        (and the teacher's outputs when `with_teacher`, for L_remove).
+
+        `stage` picks the sub-network a training stage needs, so one `forward` serves every
+        stage (DDP only synchronises gradients of what runs through the wrapped forward):
+        "pretrain" = teacher reconstructs `apex` (any frame, Eq. 1); "remove" = teacher and
+        student map apex -> onset (Eqs. 2-4); "joint" = everything (Eq. 9).
+        """
         cfg = self.cfg
         out: dict[str, torch.Tensor] = {}
+        if stage == "pretrain":
+            out["teacher_recon"], out["teacher_feat"] = self.teacher(self.norm(apex))
+            return out
         recon, f2, f3 = self.student(self.norm(apex))
         out["student_recon"] = recon
         out["student_feat"] = self.student.adapter(f3)
-        if with_teacher:
+        if with_teacher or stage == "remove":
             out["teacher_recon"], out["teacher_feat"] = self.teacher(self.norm(apex))
+        if stage == "remove":
+            return out
         if cfg.identity_removal:
             if self.two_inputs:
                 identity = onset

@@ -1,0 +1,203 @@
+"""The three training stages, each resumable from its own checkpoint.
+
+Stage checkpoints `<out>/<stage>.ckpt` are written atomically after every epoch with the
+optimiser state; a rerun skips finished stages and continues a partial one at the next
+epoch. Every epoch reseeds from (seed, stage, epoch), so a resumed run draws the same
+shuffles and dropout masks as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from engine.config.train import StageConfig, TrainConfig
+from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.losses import class_alpha, pretrain_loss, remove_loss, total_loss
+from trainer.models import MFVAN, create_model, export_module
+from trainer.train.data import PairSet, to_tensor
+from trainer.train.distributed import Dist
+
+STAGES = ("pretrain", "remove", "joint")
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda: torch sees no CUDA device (CPU-only torch or no driver)")
+    return torch.device(name)
+
+
+def _stage_params(model: MFVAN, stage: str) -> list[nn.Parameter]:
+    if stage == "pretrain":
+        return list(model.teacher.parameters())
+    if stage == "remove":
+        return list(model.teacher.parameters()) + list(model.student.parameters())
+    return list(model.parameters())
+
+
+def _flip(onset: torch.Tensor, apex: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same random horizontal flip for both frames of a pair (faces are near-symmetric)."""
+    m = (torch.rand(onset.shape[0], generator=gen) < 0.5).to(onset.device).view(-1, 1, 1, 1)
+    return torch.where(m, onset.flip(3), onset), torch.where(m, apex.flip(3), apex)
+
+
+def _run_stage(
+    stage: str,
+    model: MFVAN,
+    ddp_model: nn.Module,
+    data: PairSet,
+    cfg: TrainConfig,
+    scfg: StageConfig,
+    device: torch.device,
+    d: Dist,
+    out_dir: Path | None,
+    resume: bool,
+    progress: bool,
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None,
+) -> None:
+    ckpt = out_dir / f"{stage}.ckpt" if out_dir else None
+    params = _stage_params(model, stage)
+    opt = torch.optim.AdamW(params, lr=scfg.lr, weight_decay=scfg.weight_decay)
+    start = 0
+    if resume and ckpt is not None and ckpt.exists():
+        blob = load_checkpoint(ckpt)
+        model.load_state_dict(blob["state_dict"])
+        start = int(blob["epoch"])
+        if start < scfg.epochs and "optimizer" in blob:
+            opt.load_state_dict(blob["optimizer"])
+    if start >= scfg.epochs:
+        return
+    stage_idx = STAGES.index(stage)
+    alpha = class_alpha(data.labels, cfg.model.num_classes) if cfg.loss.alpha == "inverse_frequency" else None
+    frames = data.pretrain_frames() if stage == "pretrain" else None
+    n = len(frames) if frames is not None else len(data)
+    if n == 0:
+        raise ValueError(f"stage {stage}: no training data")
+    bs = scfg.batch_size
+    for epoch in range(start, scfg.epochs):
+        torch.manual_seed(cfg.seed * 1_000_003 + stage_idx * 10_007 + epoch)
+        gen = torch.Generator().manual_seed(cfg.seed * 7919 + stage_idx * 101 + epoch)
+        order = torch.randperm(n, generator=gen).numpy()[d.rank :: d.world]
+        model.train()
+        sums: dict[str, float] = {}
+        batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        if len(batches) > 1 and len(batches[-1]) < 2:  # BatchNorm cannot train on one sample
+            batches = batches[:-1]
+        bar = tqdm(batches, desc=f"{stage} {epoch + 1}/{scfg.epochs}", leave=False, disable=not (progress and d.main))
+        for idx in bar:
+            idx = np.sort(idx)
+            if stage == "pretrain":
+                x = to_tensor(frames[idx], device)
+                out = ddp_model(x, x, stage="pretrain")
+                parts = {"pretrain": pretrain_loss(out, x)}
+                loss = parts["pretrain"]
+            else:
+                onset, apex = to_tensor(data.onset[idx], device), to_tensor(data.apex[idx], device)
+                if cfg.data.flip:
+                    onset, apex = _flip(onset, apex, gen)
+                if stage == "remove":
+                    out = ddp_model(onset, apex, stage="remove")
+                    parts = remove_loss(out, onset, cfg.loss.distill_weight)
+                    loss = parts["remove"]
+                else:
+                    y = torch.from_numpy(data.labels[idx]).to(device)
+                    out = ddp_model(onset, apex, with_teacher=cfg.model.identity_removal, stage="joint")
+                    parts = total_loss(
+                        out, onset, y, cfg.loss, alpha, cfg.model.theta, model.scales, cfg.model.identity_removal
+                    )
+                    loss = parts["all"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        means = {k: v / max(1, sum(len(b) for b in batches)) for k, v in sums.items()}
+        if on_epoch is not None:
+            on_epoch(stage, epoch + 1, means)
+        if ckpt is not None and d.main:
+            save_checkpoint(
+                ckpt,
+                model,
+                cfg.model,
+                data.label_names,
+                train_config=cfg.model_dump(mode="json"),
+                stage=stage,
+                epoch=epoch + 1,
+                optimizer=opt.state_dict(),
+                extra={"losses": means},
+            )
+
+
+def train(
+    cfg: TrainConfig,
+    data: PairSet,
+    *,
+    out_dir: str | Path | None = None,
+    device: torch.device | None = None,
+    stages: Sequence[str] = STAGES,
+    resume: bool = True,
+    progress: bool = True,
+    model: MFVAN | None = None,
+    dist_info: Dist | None = None,
+    on_epoch: Callable[[str, int, dict[str, float]], None] | None = None,
+    joint_epochs: int | None = None,
+) -> MFVAN:
+    """Run `stages` in order; without identity removal the first two are skipped (nothing to
+    learn for them). Returns the model (unwrapped, on `device`)."""
+    device = device or resolve_device(cfg.device)
+    d = dist_info or Dist()
+    if len(data.label_names) != cfg.model.num_classes:
+        raise ValueError(f"{len(data.label_names)} labels but model.num_classes = {cfg.model.num_classes}")
+    if data.crop_size != cfg.model.crop_size:
+        raise ValueError(f"crops are {data.crop_size}px but model.crop_size = {cfg.model.crop_size}")
+    torch.manual_seed(cfg.seed)
+    model = model or create_model(cfg.model)
+    model.to(device)
+    ddp_model: nn.Module = model
+    if d.active:
+        ddp_model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.local_rank] if device.type == "cuda" else None, find_unused_parameters=True
+        )
+    out = Path(out_dir) if out_dir else None
+    for stage in stages:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        if stage != "joint" and not cfg.model.identity_removal:
+            continue
+        scfg: StageConfig = getattr(cfg, stage)
+        if stage == "joint" and joint_epochs is not None:
+            scfg = scfg.model_copy(update={"epochs": joint_epochs})
+        _run_stage(stage, model, ddp_model, data, cfg, scfg, device, d, out, resume, progress, on_epoch)
+    return model.eval()
+
+
+@torch.no_grad()
+def predict(
+    model: MFVAN, data: PairSet, device: torch.device | None = None, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Class probabilities [N, C] and heatmaps [N, 4, g, g] through the export contract."""
+    device = device or next(model.parameters()).device
+    module = export_module(model).to(device)
+    probs, heats = [], []
+    for i in range(0, len(data), batch_size):
+        p, h = module(to_tensor(data.onset[i : i + batch_size], device), to_tensor(data.apex[i : i + batch_size], device))
+        probs.append(p.cpu().numpy())
+        heats.append(h.cpu().numpy())
+    c, g = model.cfg.num_classes, model.cfg.grid
+    if not probs:
+        return np.zeros((0, c), np.float32), np.zeros((0, 4, g, g), np.float32)
+    return np.concatenate(probs), np.concatenate(heats)
+
+
+def summary(model: nn.Module) -> dict[str, Any]:
+    n = sum(p.numel() for p in model.parameters())
+    return {"params": n, "size_mb_fp32": n * 4 / 2**20}

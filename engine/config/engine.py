@@ -29,3 +29,35 @@ class EngineConfig(Section):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     batching: BatchingConfig = BatchingConfig()
     security: Security = Security()
+
+
+class BuildConfig(Section):
+    """Schema of `mfvan-build-engine` (every field is also a command-line flag)."""
+
+    checkpoint: str = Field("", description="trainer checkpoint; empty = the bundled demo checkpoint")
+    backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    precision: Literal["fp32", "fp16", "int8"] = "fp32"
+    out: str = Field("", description="artefact folder to write")
+    max_batch: int = Field(8, ge=1, le=1024, description="largest batch the artefact serves (TensorRT profile max)")
+    opset: int = Field(17, ge=17, le=23)
+    calib: str = Field("", description="calibration pairs (.npz / folder of .npz / corpus folder) for int8")
+    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calib_max_pairs: int = Field(512, ge=0, description="0 = all")
+    held_out_fraction: float = Field(0.25, gt=0, lt=1, description="share of subjects kept out of calibration for the INT8 report")
+    force: bool = Field(False, description="finish an int8 build without an accuracy report")
+    atol: float = Field(1e-4, gt=0, description="max |ONNX - torch| accepted at export")
+
+
+class BenchConfig(Section):
+    """Schema of `mfvan-bench engine`."""
+
+    engine: str = Field("", description="artefact folder; empty = the bundled demo artefact")
+    backends: list[Literal["onnxruntime", "tensorrt", "torch"]] = Field(
+        default_factory=lambda: ["onnxruntime", "tensorrt", "torch"], description="measured when available"
+    )
+    precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "fp16", "int8"])
+    batch: int = Field(1, ge=1, le=1024)
+    threads: int = Field(2, ge=1, le=256)
+    iters: int = Field(300, ge=1)
+    warmup: int = Field(20, ge=0)
+    torch_iters: int = Field(50, ge=1, description="torch eager is slow; fewer iterations keep the run short")

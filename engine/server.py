@@ -1,0 +1,319 @@
+"""The inference server: PULL pairs → validate → micro-batch → infer → PUB results (DESIGN §4–5).
+
+`run(cfg, stop_event)` is the whole engine process: `mfvan-engined` calls it in the
+foreground, `mfvan-streamd` in a spawned child. Why these choices:
+- Every received message goes through `engine.protocol.decode`; a bad one is dropped,
+  counted by its ProtocolError reason and logged with rate limiting, never fatal: one broken
+  or hostile sender must not take the engine down for every camera.
+- Micro-batching (≤ max_batch pairs or ≤ max_wait_ms after the first pair) trades at most a
+  few ms of latency for throughput when several cameras spot at once.
+- The PUB side is an XPUB with XPUB_NODROP and non-blocking sends: a slow subscriber can
+  never stall inference, and a message refused at the high-water mark is *counted*
+  (`dropped{reason="pub_full"}`) instead of vanishing silently inside libzmq.
+- The PULL and PUB sockets live in two ZeroMQ contexts, so each may run its own CURVE
+  allow-list (ZAP) handler; one context allows only one.
+- The artefact is verified (sha256 of every file, I/O spec) before any socket is bound, so a
+  corrupt model fails at start with the rebuild command instead of serving garbage.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import time
+from typing import Protocol
+
+import numpy as np
+import zmq
+
+from engine.artefact import Artefact, ArtefactError, load_artefact
+from engine.backends import Backend, BackendUnavailable, check_outputs, load_backend
+from engine.config.engine import EngineConfig
+from engine.metrics import EngineMetrics, RateLimitedLog
+from engine.protocol import (
+    TOPIC_HEARTBEAT,
+    TOPIC_MACRO,
+    TOPIC_STATUS,
+    Heartbeat,
+    Macro,
+    Pair,
+    ProtocolError,
+    Result,
+    Status,
+    array_spec,
+    decode,
+    encode,
+    encode_result,
+    now_ns,
+    topic,
+)
+from engine.security import SecurityError, secure_bind, secure_connect
+from engine.tensors import crops_to_nchw, upsample_heatmaps
+
+log = logging.getLogger("mfvan.engine")
+STATUS_EVERY_S = 5.0
+
+
+class StopEvent(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def default_engine_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:48] or "engine"
+    return f"{host}-{os.getpid()}"
+
+
+def _open(cfg: EngineConfig, kind: int, endpoint: str):
+    """A socket in its own context, bound or connected through engine.security when present."""
+    ctx = zmq.Context()
+    sock = ctx.socket(kind)
+    sock.linger = 0
+    if kind == zmq.XPUB:
+        sock.sndhwm = cfg.pub_hwm
+        sock.setsockopt(zmq.XPUB_NODROP, 1)
+    else:
+        sock.rcvhwm = max(cfg.pub_hwm, 4 * cfg.batching.max_batch)
+    auth = None
+    try:
+        if cfg.bind:
+            auth = secure_bind(sock, endpoint, cfg.security)
+        else:
+            secure_connect(sock, endpoint, cfg.security)
+    except BaseException:
+        sock.close(0)
+        ctx.term()
+        raise
+    return ctx, sock, auth
+
+
+class EngineServer:
+    def __init__(self, cfg: EngineConfig, artefact: Artefact, backend: Backend):
+        self.cfg = cfg
+        self.artefact = artefact
+        self.backend = backend
+        self.engine_id = cfg.engine_id or default_engine_id()
+        self.labels = list(artefact.labels)
+        self.size = artefact.crop_size
+        self.heatmap_names = tuple(artefact.manifest.output.heatmap_names)
+        self.max_batch = min(cfg.batching.max_batch, backend.max_batch)
+        self.max_wait_s = cfg.batching.max_wait_ms / 1000.0
+        self.metrics = EngineMetrics(self.engine_id, self.max_batch)
+        self.ratelog = RateLimitedLog(log)
+        self._hb_seq = 0
+        self._closers: list = []
+
+    # -- sockets -----------------------------------------------------------------------------
+    def open(self) -> None:
+        ctx_in, self.pull, auth_in = _open(self.cfg, zmq.PULL, self.cfg.pair_endpoint)
+        ctx_out, self.pub, auth_out = _open(self.cfg, zmq.XPUB, self.cfg.pub_endpoint)
+        self._closers = [a for a in (auth_in, auth_out) if a is not None] + [ctx_in, ctx_out]
+        if self.cfg.metrics_port:
+            self._http = self.metrics.serve(self.cfg.metrics_port)
+
+    def close(self) -> None:
+        for sock in (getattr(self, "pull", None), getattr(self, "pub", None)):
+            if sock is not None:
+                sock.close(0)
+        for c in self._closers:
+            if isinstance(c, zmq.Context):
+                c.term()
+            else:
+                c.stop()
+        http = getattr(self, "_http", None)
+        if http:
+            http[0].shutdown()
+        self.backend.close()
+
+    def _send(self, frames: list, what: str) -> bool:
+        try:
+            self.pub.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            return True
+        except zmq.Again:
+            self.metrics.drop("pub_full")
+            self.ratelog.warning("pub_full", "a subscriber's queue is full (pub_hwm=%d): %s dropped", self.cfg.pub_hwm, what)
+            return False
+
+    # -- messages ----------------------------------------------------------------------------
+    def handle(self, frames: list, pending: list) -> None:
+        try:
+            _, header, arrays = decode(frames, has_topic=False)
+        except ProtocolError as exc:
+            self.metrics.drop(exc.reason)
+            self.ratelog.warning(exc.reason, "dropped a bad message: %s", exc)
+            return
+        if isinstance(header, Pair):
+            shape = tuple(header.crop.shape)
+            if shape != (self.size, self.size, 3):
+                self.metrics.drop("crop_size")
+                self.ratelog.warning(
+                    "crop_size", "dropped a %s pair from %s: the model takes %dx%d crops (set faces.crop_size)",
+                    shape, header.camera, self.size, self.size,
+                )
+                return
+            self.metrics.pairs_in.inc()
+            self.metrics.counts["pairs_in"] += 1
+            pending.append((header, arrays[0], arrays[1], time.perf_counter()))
+        elif isinstance(header, Macro):
+            if self._send(encode(header, (), topic(TOPIC_MACRO, header.camera)), "macro event"):
+                self.metrics.republished.labels(kind="macro").inc()
+        elif isinstance(header, Status):
+            if self._send(encode(header, (), topic(TOPIC_STATUS, header.component)), "status"):
+                self.metrics.republished.labels(kind="status").inc()
+        else:
+            self.metrics.drop("unexpected")
+            self.ratelog.warning("unexpected", "dropped a %s on the pair channel", type(header).__name__)
+
+    def infer(self, pending: list) -> None:
+        n = len(pending)
+        onset = crops_to_nchw([p[1] for p in pending])
+        apex = crops_to_nchw([p[2] for p in pending])
+        t0 = time.perf_counter()
+        try:
+            probs, heat = self.backend.infer(onset, apex)
+            check_outputs(self.artefact, probs, heat, n)
+        except Exception as exc:  # noqa: BLE001 - a failed batch is counted, the engine goes on
+            for _ in range(n):
+                self.metrics.drop("inference")
+            self.ratelog.warning("inference", "inference failed for a batch of %d: %s", n, exc)
+            return
+        self.metrics.infer_seconds.observe(time.perf_counter() - t0)
+        self.metrics.batch_size.observe(n)
+        inferred = now_ns()
+        sha = self.artefact.manifest.model_sha256
+        crops = self.cfg.security.publish_crops
+        for i, (hdr, _on, ap, t_recv) in enumerate(pending):
+            p = probs[i]
+            heatmap = upsample_heatmaps(heat[i], self.size, self.cfg.heatmap_dtype)
+            apex_crop = np.ascontiguousarray(ap) if crops else None
+            result = Result(
+                camera=hdr.camera,
+                track=hdr.track,
+                seq=hdr.seq,
+                label=self.labels[int(np.argmax(p))],
+                probs={name: float(p[j]) for j, name in enumerate(self.labels)},
+                onset_index=hdr.onset_index,
+                apex_index=hdr.apex_index,
+                apex_ts_ns=hdr.apex_ts_ns,
+                spotted_ns=hdr.spotted_ns,
+                inferred_ns=inferred,
+                published_ns=now_ns(),
+                engine_id=self.engine_id,
+                model_sha=sha,
+                heatmap=array_spec(heatmap),
+                heatmap_names=self.heatmap_names,
+                score=hdr.score,
+                apex_crop=array_spec(apex_crop) if apex_crop is not None else None,
+            )
+            if self._send(encode_result(result, heatmap, apex_crop), "result"):
+                self.metrics.results_out.inc()
+                self.metrics.counts["results_out"] += 1
+                self.metrics.latency_seconds.observe(time.perf_counter() - t_recv)
+
+    # -- liveness ----------------------------------------------------------------------------
+    def heartbeat(self) -> None:
+        self._hb_seq += 1
+        hb = Heartbeat(component=self.engine_id, seq=self._hb_seq, ts_ns=now_ns())
+        self._send(encode(hb, (), topic(TOPIC_HEARTBEAT, self.engine_id)), "heartbeat")
+
+    def status(self, state: str) -> None:
+        b = self.backend
+        st = Status(
+            component=self.engine_id,
+            state=state,
+            ts_ns=now_ns(),
+            counters=dict(self.metrics.counts),
+            detail=f"{b.name}/{b.precision} on {b.device}, model {self.artefact.manifest.model_sha256[:12]}",
+        )
+        self._send(encode(st, (), topic(TOPIC_STATUS, self.engine_id)), "status")
+
+    def _drain_subscriptions(self) -> None:
+        """XPUB hands us (un)subscribe messages; read them so they never pile up."""
+        while True:
+            try:
+                self.pub.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+
+    # -- the loop ----------------------------------------------------------------------------
+    def serve(self, stop_event: StopEvent) -> int:
+        poller = zmq.Poller()
+        poller.register(self.pull, zmq.POLLIN)
+        poller.register(self.pub, zmq.POLLIN)
+        pending: list = []
+        deadline: float | None = None
+        next_hb = time.monotonic()
+        next_status = next_hb + STATUS_EVERY_S
+        self.metrics.up.set(1)
+        self.status("running")
+        log.info(
+            "engine %s serving %s (%s/%s on %s): PULL %s, PUB %s",
+            self.engine_id, self.artefact.folder, self.backend.name, self.backend.precision,
+            self.backend.device, self.cfg.pair_endpoint, self.cfg.pub_endpoint,
+        )
+        while not stop_event.is_set():
+            now = time.monotonic()
+            wait = min(0.1, next_hb - now, (deadline - now) if deadline is not None else 0.1)
+            events = dict(poller.poll(max(0.0, wait) * 1000.0))
+            if self.pub in events:
+                self._drain_subscriptions()
+            if self.pull in events:
+                # bounded drain: a flood of messages cannot starve heartbeats or the batch deadline
+                for _ in range(4 * self.max_batch):
+                    if len(pending) >= self.max_batch:
+                        break
+                    try:
+                        frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
+                    except zmq.Again:
+                        break
+                    self.handle(frames, pending)
+                    if pending and deadline is None:
+                        deadline = time.monotonic() + self.max_wait_s
+            if pending and (len(pending) >= self.max_batch or time.monotonic() >= deadline):
+                self.infer(pending)
+                pending = []
+                deadline = None
+            now = time.monotonic()
+            if now >= next_hb:
+                self.heartbeat()
+                next_hb = now + self.cfg.heartbeat_s
+            if now >= next_status:
+                self.status("running")
+                next_status = now + STATUS_EVERY_S
+        if pending:
+            self.infer(pending)
+        self.status("stopping")
+        self.metrics.up.set(0)
+        return 0
+
+
+def start(cfg: EngineConfig) -> EngineServer:
+    """Load + verify the artefact, open the backend (warm), bind the sockets. Raises on failure."""
+    artefact = load_artefact(cfg.artefact)
+    backend = load_backend(artefact, cfg.backend, cfg.precision, threads=cfg.intra_op_threads)
+    s = artefact.crop_size
+    zeros = np.zeros((1, 3, s, s), np.float32)
+    probs, heat = backend.infer(zeros, zeros)  # warm-up, and the outputs must fit the manifest
+    check_outputs(artefact, probs, heat, 1)
+    server = EngineServer(cfg, artefact, backend)
+    server.open()
+    return server
+
+
+def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
+    """Serve until `stop_event` is set. 0 after a clean stop, 2 when the engine cannot start."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        server = start(cfg)
+    except (ArtefactError, BackendUnavailable, SecurityError) as exc:
+        log.error("engine cannot start: %s", exc)
+        return 2
+    except zmq.ZMQError as exc:
+        log.error("engine cannot open %s / %s: %s", cfg.pair_endpoint, cfg.pub_endpoint, exc)
+        return 2
+    try:
+        return server.serve(stop_event)
+    finally:
+        server.close()

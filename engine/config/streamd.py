@@ -23,6 +23,7 @@ class CameraConfig(Section):
 
 
 class CaptureConfig(Section):
+    pair_hwm: int = Field(64, ge=1, description="pairs queued toward the engine before PUSH refuses (counted)")
     ring_frames: int = Field(512, ge=8, le=100_000, description="frames buffered between grab and processing")
     gap_factor: float = Field(1.5, gt=1.0, description="a timestamp jump > gap_factor/fps is a sensor gap")
 
@@ -46,7 +47,12 @@ class SpotterConfig(Section):
     warmup_s: float = Field(1.0, ge=0, description="noise floor learning before events may fire")
     micro_min_ms: float = Field(65.0, gt=0)
     micro_max_ms: float = Field(500.0, gt=0)
-    edge_fraction: float = Field(0.5, gt=0, lt=1, description="onset/offset where score crosses this fraction of peak")
+    edge_fraction: float = Field(0.1, gt=0, lt=1, description="onset/offset where score crosses this fraction of peak (never below the noise threshold)")
+    end_fraction: float = Field(0.25, gt=0, lt=1, description="an episode ends once the score stays below this fraction of its peak")
+    spot_size: int = Field(112, ge=32, le=256, description="side of the grey crops the spotter's optical flow runs on")
+    floor_window_s: float = Field(5.0, gt=0, description="the noise floor is the median+MAD of this much recent quiet motion")
+    max_episode_s: float = Field(4.0, gt=0, description="an episode not back to neutral after this long is a held macro event")
+    noise_floor_file: str = Field("", description="JSON from calibration/noise_floor.py seeding the floor (per subject)")
 
 
 class SupervisorConfig(Section):
@@ -54,6 +60,9 @@ class SupervisorConfig(Section):
     restart_window_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics and /healthz listen on")
+    linger_s: float = Field(1.0, ge=0, description="after a replay ends, let the engine finish its queue this long")
+    status_every_s: float = Field(1.0, gt=0, description="streamer Status messages (counters) this often")
 
 
 class StreamdConfig(Section):

@@ -1,0 +1,287 @@
+"""Frame sources and the grab thread: every frame timestamped, buffered in a bounded ring.
+
+Why a thread and a ring: a camera delivers frames on its own clock; if the consumer stalls,
+the driver drops frames silently. The grab thread only reads and stamps, so it never waits on
+faces/spotting; when the ring is full the oldest frame is dropped and counted as an overrun,
+which is a different failure from a sensor gap (a timestamp jump > gap_factor/fps) and is
+counted separately. A replay that is not paced (`realtime=False`) has no clock to fall behind,
+so it waits for room instead of dropping (lossless, as fast as the consumer goes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger("mfvan.capture")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".ppm", ".pgm", ".tif", ".tiff")
+
+
+class CaptureError(RuntimeError):
+    """A source that cannot be opened or read; the message says what to check."""
+
+
+@dataclass
+class Frame:
+    index: int  # position in the source (0-based), also for dropped frames
+    ts_ns: int  # capture time: driver/sidecar/file time on the monotonic scale of the source
+    image: np.ndarray  # BGR uint8
+    wall_ns: int = 0  # wall clock when grabbed (for the wire protocol)
+    gap_before: bool = False  # a sensor gap or an overrun lies between this frame and the previous
+
+
+@dataclass
+class CaptureStats:
+    frames: int = 0  # frames grabbed
+    gaps: int = 0  # sensor gaps (timestamp jumps)
+    overruns: int = 0  # frames dropped because the ring was full
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+def _natural_key(p: Path) -> tuple:
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
+
+
+def read_sidecar(path: Path) -> list[int] | None:
+    """Timestamps written by `mfvan-record` next to a recording (`<file>.ts.csv`: index,ts_ns)."""
+    side = Path(str(path) + ".ts.csv")
+    if not side.exists():
+        return None
+    out = []
+    for line in side.read_text().splitlines()[1:]:
+        if line.strip():
+            out.append(int(line.split(",")[1]))
+    return out
+
+
+class Source:
+    """A frame source. `fps` is the nominal rate; `read()` yields (image, ts_ns or None)."""
+
+    fps: float
+    name: str
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class FolderSource(Source):
+    """A folder of images (CASME II layout: img1.jpg, img2.jpg ...), naturally sorted."""
+
+    def __init__(self, path: Path, fps: float):
+        self.paths = sorted((p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if not self.paths:
+            raise CaptureError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
+        self.fps, self.name = fps, str(path)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        for p in self.paths:
+            img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+            if img is None:
+                raise CaptureError(f"{p}: unreadable image")
+            yield img, None
+
+
+class VideoSource(Source):
+    """A video file through OpenCV's FFmpeg reader; timestamps from a sidecar when present."""
+
+    def __init__(self, path: Path, fps: float | None):
+        self.cap = cv2.VideoCapture(str(path))
+        if not self.cap.isOpened():
+            raise CaptureError(f"{path}: cannot open as a video (is it a video file or a frame folder?)")
+        file_fps = self.cap.get(cv2.CAP_PROP_FPS) or 0.0
+        self.fps = float(fps or file_fps or 30.0)
+        self.name = str(path)
+        self.sidecar = read_sidecar(path)
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        i = 0
+        while True:
+            ok, img = self.cap.read()
+            if not ok:
+                return
+            ts = self.sidecar[i] if self.sidecar is not None and i < len(self.sidecar) else None
+            i += 1
+            yield img, ts
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class CameraSource(Source):
+    """A V4L2 camera. The requested mode is set, then read back; a mismatch is reported."""
+
+    def __init__(self, device: int, width: int, height: int, fps: float, fourcc: str = "MJPG",
+                 exposure: float | None = None, strict: bool = False):
+        backend = cv2.CAP_V4L2 if os.name == "posix" else cv2.CAP_ANY
+        self.cap = cv2.VideoCapture(device, backend)
+        if not self.cap.isOpened():
+            raise CaptureError(f"camera {device}: cannot open /dev/video{device} (present? permissions: video group?)")
+        self.cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
+        self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self.cap.set(cv2.CAP_PROP_FPS, fps)
+        if exposure is not None:
+            self.cap.set(cv2.CAP_PROP_AUTO_EXPOSURE, 1)  # V4L2 manual mode
+            self.cap.set(cv2.CAP_PROP_EXPOSURE, exposure)
+        got = self.mode()
+        want = {"width": width, "height": height, "fps": fps, "fourcc": fourcc}
+        if exposure is not None:
+            want["exposure"] = exposure
+        self.mismatch = {k: (want[k], got[k]) for k in want if _differs(want[k], got[k])}
+        if self.mismatch:
+            msg = f"camera {device}: mode mismatch (asked, got): {self.mismatch}"
+            if strict:
+                raise CaptureError(msg)
+            log.warning(msg)
+        self.fps = float(got["fps"] or fps)
+        self.name = f"/dev/video{device}"
+
+    def mode(self) -> dict:
+        code = int(self.cap.get(cv2.CAP_PROP_FOURCC))
+        return {
+            "width": int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            "height": int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+            "fps": float(self.cap.get(cv2.CAP_PROP_FPS)),
+            "fourcc": "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)),
+            "exposure": float(self.cap.get(cv2.CAP_PROP_EXPOSURE)),
+        }
+
+    def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        while True:
+            ok = self.cap.grab()
+            if not ok:
+                return
+            # the driver's timestamp (ms, CLOCK_MONOTONIC on V4L2) when it gives one
+            ts_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+            ok, img = self.cap.retrieve()
+            if not ok:
+                return
+            yield img, int(ts_ms * 1e6) if ts_ms and ts_ms > 0 else None
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+def _differs(want: object, got: object) -> bool:
+    if isinstance(want, (int, float)) and isinstance(got, (int, float)):
+        return abs(float(want) - float(got)) > 0.01 * max(1.0, abs(float(want)))
+    return str(want) != str(got)
+
+
+def open_source(video: str = "", device: int | None = None, fps: float | None = None,
+                width: int = 640, height: int = 480, fourcc: str = "MJPG",
+                exposure: float | None = None) -> Source:
+    """A camera (`device`), a video file or a folder of frames (`video`)."""
+    if video:
+        p = Path(video)
+        if not p.exists():
+            raise CaptureError(f"{video}: no such file or folder")
+        if p.is_dir():
+            return FolderSource(p, fps or 200.0)
+        return VideoSource(p, fps)
+    if device is None:
+        raise CaptureError("no source: give --camera N or --video PATH")
+    return CameraSource(device, width, height, fps or 200.0, fourcc, exposure)
+
+
+class Grabber:
+    """The grab thread + bounded ring. `get()` is the consumer side; None means the end."""
+
+    def __init__(self, source: Source, ring_frames: int = 512, gap_factor: float = 1.5,
+                 realtime: bool = False, live: bool = False):
+        self.source = source
+        self.ring: deque[Frame] = deque()
+        self.capacity = ring_frames
+        self.gap_ns = gap_factor * 1e9 / source.fps
+        self.realtime = realtime
+        self.drop_when_full = live or realtime  # a clock we cannot pause: drop, never wait
+        self.stats = CaptureStats()
+        self._cond = threading.Condition()
+        self._done = False
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="grab", daemon=True)
+
+    def start(self) -> Grabber:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+        self.source.close()
+
+    def _run(self) -> None:
+        period = 1e9 / self.source.fps
+        start = time.monotonic_ns()
+        prev_ts: int | None = None
+        try:
+            for i, (img, ts) in enumerate(self.source.frames()):
+                if self._stop.is_set():
+                    break
+                if ts is None:
+                    # replayed files have no clock: the nominal rate is their timeline
+                    ts = round(i * period) if not isinstance(self.source, CameraSource) else time.monotonic_ns()
+                if self.realtime:
+                    delay = start + i * period - time.monotonic_ns()
+                    if delay > 0:
+                        time.sleep(delay / 1e9)
+                gap = prev_ts is not None and (ts - prev_ts) > self.gap_ns
+                prev_ts = ts
+                self._put(Frame(i, ts, img, time.time_ns(), gap))
+        except BaseException as exc:  # reported to the consumer, never swallowed
+            self.error = exc
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _put(self, frame: Frame) -> None:
+        with self._cond:
+            self.stats.frames += 1
+            if frame.gap_before:
+                self.stats.gaps += 1
+            while len(self.ring) >= self.capacity:
+                if self.drop_when_full:
+                    self.ring.popleft()
+                    self.stats.overruns += 1  # the consumer sees the index jump
+                    break
+                self._cond.wait(0.1)
+                if self._stop.is_set():
+                    return
+            self.ring.append(frame)
+            self._cond.notify_all()
+
+    def get(self, timeout: float = 0.5) -> Frame | None:
+        """Next frame; None at the end of the source. Raises what the grab thread raised."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not self.ring:
+                if self._done:
+                    if self.error is not None:
+                        raise CaptureError(str(self.error)) from self.error
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError
+                self._cond.wait(left)
+            frame = self.ring.popleft()
+            self._cond.notify_all()
+        return frame

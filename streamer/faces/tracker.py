@@ -1,0 +1,205 @@
+"""Multi-face tracking: detect every N frames, follow faces with optical flow in between.
+
+Why rigid propagation of the landmarks: the five landmarks include the mouth corners and the
+eyes, which move *with* an expression. Tracking each landmark on its own would make the
+alignment follow the expression and erase the very motion the spotter looks for. Instead we
+track many corner points inside the face with pyramidal Lucas-Kanade, keep those that pass a
+forward-backward check, fit a similarity transform (robust LMEDS: expression motion is the
+outlier) and move the landmarks by it. The landmarks therefore only move rigidly between
+re-anchors, which is exactly "similarity re-alignment to the window's reference" (DESIGN §3).
+
+A new detection does not snap a matched track's landmarks (a snap is a jump the spotter would
+see as motion) unless they drifted more than `reanchor_tol` of the face size; a snap is
+reported as a discontinuity so windows across it are invalid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from streamer.faces.types import Face
+
+Detector = Callable[[np.ndarray], list[Face]]
+
+_LK = {
+    "winSize": (15, 15),
+    "maxLevel": 2,
+    "criteria": (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 20, 0.03),
+}
+
+
+@dataclass
+class Track:
+    id: int
+    landmarks: np.ndarray  # (5, 2) float32 in frame pixels, moved rigidly between re-anchors
+    box: np.ndarray  # (4,) float32
+    points: np.ndarray = field(default_factory=lambda: np.empty((0, 1, 2), np.float32))
+    misses: int = 0  # consecutive detections that did not see this track
+    age: int = 0
+    discontinuity: bool = True  # set on the frame the track starts or is re-anchored
+    lost: bool = False
+
+    @property
+    def size(self) -> float:
+        return float(max(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+@dataclass
+class TrackerStats:
+    detections: int = 0
+    reanchors: int = 0
+    lost: int = 0
+    new_tracks: int = 0
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    x0, y0 = max(a[0], b[0]), max(a[1], b[1])
+    x1, y1 = min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+class FaceTracker:
+    """`update(frame_bgr, grey)` → the live tracks of this frame (stable ids)."""
+
+    def __init__(self, detector: Detector, detect_every: int = 10, max_faces: int = 8,
+                 min_face_px: int = 48, reanchor_tol: float = 0.06, max_misses: int = 3,
+                 fb_tol_px: float = 1.0, max_points: int = 40, min_points: int = 8):
+        self.detector = detector
+        self.detect_every = detect_every
+        self.max_faces = max_faces
+        self.min_face_px = min_face_px
+        self.reanchor_tol = reanchor_tol
+        self.max_misses = max_misses
+        self.fb_tol = fb_tol_px
+        self.max_points = max_points
+        self.min_points = min_points
+        self.tracks: list[Track] = []
+        self.stats = TrackerStats()
+        self._next_id = 0
+        self._prev_grey: np.ndarray | None = None
+        self._since_detect = 0
+        self._force_detect = True
+
+    def reset(self) -> None:
+        """Forget motion continuity (after a sensor gap): re-detect, keep ids where boxes match."""
+        self._prev_grey = None
+        self._force_detect = True
+
+    def update(self, frame_bgr: np.ndarray, grey: np.ndarray | None = None) -> list[Track]:
+        if grey is None:
+            grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        for t in self.tracks:
+            t.discontinuity = False
+        if self._prev_grey is not None:
+            for t in self.tracks:
+                self._follow(t, self._prev_grey, grey)
+            if any(t.lost for t in self.tracks):
+                # kept until the detection below: a re-found face keeps its id
+                self.stats.lost += sum(t.lost for t in self.tracks)
+                self._force_detect = True
+        self._since_detect += 1
+        if self._force_detect or self._since_detect >= self.detect_every or self._prev_grey is None:
+            self._detect(frame_bgr, grey)
+        self._prev_grey = grey
+        self.tracks = [t for t in self.tracks if not t.lost]
+        for t in self.tracks:
+            t.age += 1
+        return list(self.tracks)
+
+    # -- detection and association -------------------------------------------------------
+    def _detect(self, frame_bgr: np.ndarray, grey: np.ndarray) -> None:
+        self._since_detect = 0
+        self._force_detect = False
+        self.stats.detections += 1
+        faces = [f for f in self.detector(frame_bgr) if f.size >= self.min_face_px]
+        matched: set[int] = set()
+        for t in self.tracks:
+            best, best_iou = None, 0.3
+            for j, f in enumerate(faces):
+                if j in matched:
+                    continue
+                iou = _iou(t.box, f.box)
+                if iou > best_iou:
+                    best, best_iou = j, iou
+            if best is None:
+                t.misses += 1
+                t.lost = t.lost or t.misses > self.max_misses
+                continue
+            matched.add(best)
+            f = faces[best]
+            t.misses = 0
+            drift = float(np.linalg.norm(f.landmarks - t.landmarks, axis=1).mean()) / max(t.size, 1.0)
+            if t.lost or drift > self.reanchor_tol or t.points.shape[0] < self.min_points:
+                t.lost = False
+                t.landmarks = f.landmarks.astype(np.float32).copy()
+                t.box = f.box.astype(np.float32).copy()
+                t.discontinuity = True
+                self.stats.reanchors += 1
+            self._seed(t, grey)
+        for j, f in enumerate(faces):
+            if j in matched or len(self.tracks) >= self.max_faces:
+                continue
+            t = Track(self._next_id, f.landmarks.astype(np.float32).copy(), f.box.astype(np.float32).copy())
+            self._next_id += 1
+            self.stats.new_tracks += 1
+            self._seed(t, grey)
+            self.tracks.append(t)
+
+    def _region(self, box: np.ndarray, shape: tuple[int, ...], margin: float = 0.25) -> tuple[int, int, int, int]:
+        w, h = box[2] - box[0], box[3] - box[1]
+        x0 = int(max(0, box[0] - margin * w))
+        y0 = int(max(0, box[1] - margin * h))
+        x1 = int(min(shape[1], box[2] + margin * w))
+        y1 = int(min(shape[0], box[3] + margin * h))
+        return x0, y0, x1, y1
+
+    def _seed(self, t: Track, grey: np.ndarray) -> None:
+        x0, y0, x1, y1 = self._region(t.box, grey.shape, margin=0.0)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            t.points = np.empty((0, 1, 2), np.float32)
+            return
+        pts = cv2.goodFeaturesToTrack(grey[y0:y1, x0:x1], self.max_points, 0.01, max(3, (x1 - x0) // 12),
+                                      blockSize=5)
+        if pts is None:
+            t.points = np.empty((0, 1, 2), np.float32)
+            return
+        t.points = (pts.reshape(-1, 1, 2) + np.array([x0, y0], np.float32)).astype(np.float32)
+
+    # -- tracking between detections -------------------------------------------------------
+    def _follow(self, t: Track, prev: np.ndarray, cur: np.ndarray) -> None:
+        if t.points.shape[0] < self.min_points:
+            t.lost = True
+            return
+        x0, y0, x1, y1 = self._region(t.box, prev.shape)
+        off = np.array([x0, y0], np.float32)
+        a, b = prev[y0:y1, x0:x1], cur[y0:y1, x0:x1]
+        p0 = t.points - off
+        p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **_LK)
+        if p1 is None:
+            t.lost = True
+            return
+        p0r, st2, _ = cv2.calcOpticalFlowPyrLK(b, a, p1, None, **_LK)
+        fb = np.linalg.norm((p0 - p0r).reshape(-1, 2), axis=1)
+        good = (st1.reshape(-1) == 1) & (st2.reshape(-1) == 1) & (fb < self.fb_tol)
+        if good.sum() < self.min_points:
+            t.lost = True
+            return
+        src, dst = p0[good].reshape(-1, 2), p1[good].reshape(-1, 2)
+        m, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.LMEDS)
+        if m is None:
+            t.lost = True
+            return
+        lm = t.landmarks - off
+        t.landmarks = (lm @ m[:, :2].T + m[:, 2] + off).astype(np.float32)
+        corners = np.array([[t.box[0], t.box[1]], [t.box[2], t.box[3]]], np.float32) - off
+        c = corners @ m[:, :2].T + m[:, 2] + off
+        t.box = np.array([c[0, 0], c[0, 1], c[1, 0], c[1, 1]], np.float32)
+        t.points = (p1[good] + off).reshape(-1, 1, 2).astype(np.float32)
+        if not (np.isfinite(t.landmarks).all() and 0 < t.box[2] - t.box[0] < 10 * prev.shape[1]):
+            t.lost = True

@@ -1,0 +1,131 @@
+"""faces → align → spot for one camera, one frame at a time, shared by daemon, CLI and bench.
+
+Continuity is checked on every frame: a sensor gap, a dropped frame (the index jumps: a ring
+overrun) or a re-anchored track makes every window across it invalid (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+
+from engine.config.streamd import FacesConfig, SpotterConfig
+from streamer.capture import Frame
+from streamer.faces.align import similarity_transform
+from streamer.faces.tracker import FaceTracker
+from streamer.spotting.noise import NoiseFloor
+from streamer.spotting.spotter import Event, MotionMeter, TrackSpotter
+
+
+def make_detector(cfg: FacesConfig, threads: int = 1):
+    """The configured face backend as a callable frame → list[Face]."""
+    if cfg.detector == "retinaface":
+        from streamer.faces.retinaface import RetinaFaceDetector
+
+        return RetinaFaceDetector(cfg.detect_width, cfg.score_threshold, threads=threads).detect
+    if cfg.detector == "insightface":
+        from streamer.faces.insightface_backend import InsightFaceDetector
+
+        return InsightFaceDetector(cfg.detect_width, cfg.score_threshold).detect
+    if cfg.detector == "mediapipe":
+        from streamer.faces.mediapipe_backend import MediaPipeDetector
+
+        return MediaPipeDetector(cfg.max_faces).detect
+    raise ValueError(cfg.detector)
+
+
+def k_frames(k_ms: float, fps: float) -> int:
+    return max(2, round(k_ms * fps / 1000.0))
+
+
+@dataclass
+class PipelineStats:
+    frames: int = 0
+    breaks: int = 0  # continuity breaks seen (gaps + overrun drops)
+    tracks: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, faces: FacesConfig, spotter: SpotterConfig, fps: float, detector=None,
+                 noise_seed: tuple[float, float] | None = None, keep_crops: bool = True,
+                 fixed_thresholds: dict[int, float] | None = None, record: bool = False):
+        self.faces_cfg, self.spot_cfg, self.fps = faces, spotter, fps
+        self.k = k_frames(spotter.k_ms, fps)
+        self.tracker = FaceTracker(detector or make_detector(faces), faces.detect_every, faces.max_faces,
+                                   faces.min_face_px)
+        self.crop = faces.crop_size
+        self.meter = MotionMeter(spotter.spot_size)
+        self.spotters: dict[int, TrackSpotter] = {}
+        self.noise_seed = noise_seed
+        self.keep_crops = keep_crops
+        self.fixed = fixed_thresholds
+        self.record = record
+        self.stats = PipelineStats()
+        self._last_index: int | None = None
+
+    def _spotter(self, track: int) -> TrackSpotter:
+        sp = self.spotters.get(track)
+        if sp is None:
+            c = self.spot_cfg
+            floor = NoiseFloor(c.mad_c, window=max(64, round(c.floor_window_s * self.fps)),
+                               warmup=max(16, round(c.warmup_s * self.fps)), seed=self.noise_seed)
+            fixed = None if self.fixed is None else self.fixed.get(track, float("inf"))
+            sp = TrackSpotter(track, self.fps, self.k, self.meter, floor, c.micro_min_ms, c.micro_max_ms,
+                              c.edge_fraction, c.max_episode_s, fixed_threshold=fixed, keep_crops=self.keep_crops,
+                              end_fraction=c.end_fraction)
+            sp.record = self.record
+            self.spotters[track] = sp
+            self.stats.tracks += 1
+        return sp
+
+    def process(self, frame: Frame) -> list[Event]:
+        self.stats.frames += 1
+        broken = frame.gap_before or (self._last_index is not None and frame.index != self._last_index + 1)
+        self._last_index = frame.index
+        if broken:
+            self.stats.breaks += 1
+            self.tracker.reset()
+            for sp in self.spotters.values():
+                sp.break_continuity()
+        img = frame.image
+        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+        if img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        events: list[Event] = []
+        live = set()
+        for t in self.tracker.update(img, grey):
+            live.add(t.id)
+            sp = self._spotter(t.id)
+            if t.discontinuity:
+                sp.break_continuity()
+            try:
+                m = similarity_transform(t.landmarks, self.crop)
+            except ValueError:
+                sp.break_continuity()
+                continue
+            bgr = cv2.warpAffine(img, m, (self.crop, self.crop), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+            g = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+            if self.meter.size != self.crop:
+                g = cv2.resize(g, (self.meter.size, self.meter.size), interpolation=cv2.INTER_AREA)
+            ev = sp.push(frame.index, frame.ts_ns, g, bgr)
+            if ev is not None:
+                events.append(ev)
+        for tid, sp in self.spotters.items():
+            if tid not in live and (sp.episode is not None or sp.ring):
+                sp.break_continuity()  # the face left or was lost: no window spans the loss
+        return events
+
+    def flush(self) -> list[Event]:
+        return [ev for sp in self.spotters.values() if (ev := sp.flush()) is not None]
+
+    def counters(self) -> dict[str, int]:
+        out = {"frames": self.stats.frames, "breaks": self.stats.breaks, "tracks": self.stats.tracks,
+               "detections": self.tracker.stats.detections, "reanchors": self.tracker.stats.reanchors,
+               "lost": self.tracker.stats.lost, "flows": self.meter.flows}
+        for name in ("micro", "macro", "too_short", "invalid"):
+            out[name] = sum(getattr(sp.stats, name) for sp in self.spotters.values())
+        return out
+

@@ -1,0 +1,1 @@
+"""Streaming spotting of facial micro- and macro-expressions (DESIGN §3)."""

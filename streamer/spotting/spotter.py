@@ -1,0 +1,251 @@
+"""The streaming spotter: per-track motion episodes, classified micro or macro.
+
+How it avoids the pitfalls of the plain MEGC recipe (DESIGN §3):
+
+* Motion is measured on aligned grey crops: every frame is warped by a similarity from the
+  track's rigidly propagated landmarks (see faces/tracker.py), so head translation *and*
+  rotation are removed before any flow is computed; the residual global translation (the
+  median flow over the face) is subtracted as well. Motion = the largest mean flow vector
+  over facial ROIs (brows, eyes, mouth), in crop pixels.
+* Trigger: a(t) = motion(C[t−k] → C[t]) above a noise floor learnt online from the track's
+  own quiet frames (running median + c·MAD, `noise.py`).
+* Both directions: once triggered, the neutral frame before the rise, R = C[t0−k], becomes
+  the episode's reference and r(t) = motion(R → C[t]) is followed until the face is back at
+  R (r below the floor for `hold` frames). The return to neutral therefore ends the episode
+  instead of making a second peak k frames later, and a refractory period of k frames after
+  the episode keeps a(t) (which then compares an expressive frame with a neutral one) quiet.
+* Interval placement: onset and offset are where r crosses floor + f·(peak − floor) on each
+  side of the apex (r's maximum), not apex ± k.
+* Kind: the length of the *whole* episode decides, so a macro-expression's rise cannot pass
+  as a micro-event: 65–500 ms is micro, longer is macro, shorter is rejected. An episode that
+  never returns within `max_episode_s` (an expression change that is held) is a macro event.
+* A sensor gap, a ring overrun, a track re-anchor or a new track breaks continuity: the open
+  episode is dropped (counted as invalid) and the crop history restarts.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from streamer.spotting.noise import NoiseFloor
+
+# ROIs in the 112-pixel ArcFace template frame (x0, y0, x1, y1), scaled to the crop size.
+ROIS_112 = {
+    "brow_l": (22, 26, 52, 44),
+    "brow_r": (60, 26, 90, 44),
+    "eye_l": (24, 44, 52, 60),
+    "eye_r": (60, 44, 88, 60),
+    "mouth_l": (26, 78, 56, 104),
+    "mouth_r": (56, 78, 86, 104),
+}
+FACE_112 = (18, 24, 94, 108)
+
+
+@dataclass
+class Event:
+    track: int
+    onset: int  # frame indices in the source
+    apex: int
+    offset: int
+    onset_ts_ns: int
+    apex_ts_ns: int
+    offset_ts_ns: int
+    score: float  # peak motion in crop pixels above the floor
+    kind: str  # "micro" | "macro"
+    roi: str = ""
+    spotted_ns: int = 0
+    onset_crop: np.ndarray | None = field(default=None, repr=False)  # aligned BGR (S, S, 3)
+    apex_crop: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def duration_ms(self) -> float:
+        return (self.offset_ts_ns - self.onset_ts_ns) / 1e6
+
+    def to_json(self) -> dict:
+        return {"track": self.track, "onset": self.onset, "apex": self.apex, "offset": self.offset,
+                "score": round(float(self.score), 4), "kind": self.kind,
+                "onset_ts_ns": self.onset_ts_ns, "apex_ts_ns": self.apex_ts_ns,
+                "offset_ts_ns": self.offset_ts_ns, "roi": self.roi}
+
+
+@dataclass
+class SpotterStats:
+    micro: int = 0
+    macro: int = 0
+    too_short: int = 0
+    invalid: int = 0  # episodes broken by a gap, overrun, re-anchor or lost track
+    flows: int = 0
+
+
+class MotionMeter:
+    """ROI motion between two aligned grey crops with OpenCV's DIS optical flow."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        s = size / 112.0
+        self.rois = {n: tuple(round(v * s) for v in r) for n, r in ROIS_112.items()}
+        self.face = tuple(round(v * s) for v in FACE_112)
+        self.flows = 0
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
+        """(largest ROI mean-flow magnitude after removing the face's median flow, its ROI)."""
+        flow = self.dis.calc(a, b, None)
+        self.flows += 1
+        x0, y0, x1, y1 = self.face
+        glob = np.median(flow[y0:y1:3, x0:x1:3].reshape(-1, 2), axis=0)
+        best, best_name = 0.0, ""
+        for name, (rx0, ry0, rx1, ry1) in self.rois.items():
+            v = flow[ry0:ry1, rx0:rx1].reshape(-1, 2).mean(axis=0) - glob
+            m = float(np.hypot(v[0], v[1]))
+            if m > best:
+                best, best_name = m, name
+        return best, best_name
+
+
+@dataclass
+class _Slot:
+    index: int
+    ts_ns: int
+    grey: np.ndarray
+    bgr: np.ndarray | None
+
+
+class TrackSpotter:
+    """One face track's state machine: QUIET (learning the floor, watching a(t)) / EPISODE."""
+
+    def __init__(self, track: int, fps: float, k: int, meter: MotionMeter, floor: NoiseFloor,
+                 micro_min_ms: float = 65.0, micro_max_ms: float = 500.0, edge_fraction: float = 0.25,
+                 max_episode_s: float = 4.0, hold: int | None = None, fixed_threshold: float | None = None,
+                 keep_crops: bool = True, end_fraction: float = 0.25):
+        self.track, self.fps, self.k = track, fps, k
+        self.meter, self.floor = meter, floor
+        self.micro_min_ms, self.micro_max_ms = micro_min_ms, micro_max_ms
+        self.edge_fraction = edge_fraction
+        self.end_fraction = end_fraction
+        self.max_episode = int(round(max_episode_s * fps))
+        self.hold = hold if hold is not None else max(3, k // 4)
+        self.fixed_threshold = fixed_threshold
+        self.keep_crops = keep_crops
+        # crops kept: k before the trigger + a micro event's length + the hold, so a micro
+        # event's onset and apex crops are always still here when it is accepted
+        self.ring_len = k + int(micro_max_ms * fps / 1000) + self.hold + 2
+        self.ring: deque[_Slot] = deque(maxlen=self.ring_len)
+        self.a_series: list[tuple[int, float]] = []  # (index, a) when recording for offline rules
+        self.record = False
+        self.refractory = 0
+        self._settle = 0
+        self.episode: dict | None = None
+        self.stats = SpotterStats()
+
+    @property
+    def threshold(self) -> float:
+        return self.fixed_threshold if self.fixed_threshold is not None else self.floor.threshold
+
+    def break_continuity(self) -> None:
+        if self.episode is not None:
+            self.stats.invalid += 1
+        self.episode = None
+        self.ring.clear()
+        self.refractory = 0
+
+    def push(self, index: int, ts_ns: int, grey: np.ndarray, bgr: np.ndarray | None) -> Event | None:
+        self.ring.append(_Slot(index, ts_ns, grey, bgr if self.keep_crops else None))
+        if self.episode is not None:
+            return self._follow()
+        if len(self.ring) <= self.k:
+            return None
+        ref = self.ring[-1 - self.k]
+        a, _ = self.meter.measure(ref.grey, grey)
+        if self.record:
+            self.a_series.append((index, a))
+        ready = self.fixed_threshold is not None or self.floor.ready
+        if self.refractory > 0:
+            # settling after an episode: at least k frames (a(t) then compares an expressive
+            # frame with a neutral one), and on while the face is still moving (a slow tail)
+            self.refractory -= 1
+            if self.refractory == 0 and ready and a > self.threshold and self._settle < self.max_episode:
+                self.refractory = 1
+            self._settle += 1
+            return None
+        if ready and a > self.threshold:
+            self._start()
+            return None
+        self.floor.add(a)
+        return None
+
+    def _start(self) -> None:
+        ref = self.ring[-1 - self.k]
+        slots = list(self.ring)[-1 - self.k:]
+        r = [0.0] + [self.meter.measure(ref.grey, s.grey)[0] for s in slots[1:]]
+        self.episode = {"ref": ref, "slots": slots, "r": r, "roi": "", "quiet": 0, "peak": max(r)}
+
+    def _follow(self) -> Event | None:
+        ep = self.episode
+        cur = self.ring[-1]
+        r, roi = self.meter.measure(ep["ref"].grey, cur.grey)
+        ep["slots"].append(cur)
+        ep["r"].append(r)
+        if r > ep["peak"]:
+            ep["peak"], ep["roi"] = r, roi
+        # back at the reference: below the floor, or below the level that places the offset
+        # (a long episode accumulates alignment drift that keeps r above a k-frame floor)
+        end_level = self.floor.median + self.end_fraction * (ep["peak"] - self.floor.median)
+        ep["quiet"] = ep["quiet"] + 1 if r < max(self.threshold, end_level) else 0
+        if ep["quiet"] >= self.hold:
+            return self._finish(returned=True)
+        if len(ep["r"]) > self.max_episode:
+            return self._finish(returned=False)
+        if len(ep["slots"]) > self.ring_len:
+            # past any micro event's length: free the crops, keep index and time
+            j = len(ep["slots"]) - self.ring_len - 1
+            old = ep["slots"][j]
+            ep["slots"][j] = _Slot(old.index, old.ts_ns, None, None)
+        return None
+
+    def flush(self) -> Event | None:
+        """End of stream: an open episode is judged on what was seen."""
+        if self.episode is None:
+            return None
+        return self._finish(returned=False)
+
+    def _finish(self, returned: bool) -> Event | None:
+        ep = self.episode
+        self.episode = None
+        self.refractory = self.k
+        self._settle = 0
+        r = np.asarray(ep["r"], np.float64)
+        slots = ep["slots"]
+        apex = int(np.argmax(r))
+        base = min(self.floor.median, float(r[apex]))
+        # the fraction of the peak, but not inside the noise: at least halfway to the trigger
+        level = max(base + self.edge_fraction * (float(r[apex]) - base), base + 0.5 * max(0.0, self.threshold - base))
+        on = apex
+        while on > 0 and r[on - 1] >= level:
+            on -= 1
+        off = apex
+        while off < len(r) - 1 and r[off + 1] >= level:
+            off += 1
+        if not returned:
+            off = len(r) - 1  # still away from the reference: the expression is held
+        s_on, s_apex, s_off = slots[on], slots[apex], slots[off]
+        dur_ms = (s_off.ts_ns - s_on.ts_ns) / 1e6 + 1000.0 / self.fps
+        if dur_ms < self.micro_min_ms:
+            self.stats.too_short += 1
+            return None
+        if not returned and dur_ms <= self.micro_max_ms:
+            self.stats.invalid += 1  # the stream ended inside a short episode: unknown kind
+            return None
+        kind = "micro" if returned and dur_ms <= self.micro_max_ms else "macro"
+        if kind == "micro":
+            self.stats.micro += 1
+        else:
+            self.stats.macro += 1
+        return Event(self.track, s_on.index, s_apex.index, s_off.index, s_on.ts_ns, s_apex.ts_ns, s_off.ts_ns,
+                     float(r[apex] - base), kind, ep["roi"],
+                     onset_crop=s_on.bgr if kind == "micro" else None,
+                     apex_crop=s_apex.bgr if kind == "micro" else None)

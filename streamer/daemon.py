@@ -1,0 +1,411 @@
+"""`mfvan-streamd`: the supervisor. One streamer process per camera + the embedded engine.
+
+Why this shape (DESIGN §2):
+- Children are started with the `spawn` context: nothing is forked after a library (ONNX
+  Runtime threads, CUDA) has been initialised in the parent.
+- One multiprocessing Event stops everything. Shutdown is ordered: streamers first (they stop
+  producing and flush their last events), then the engine (it drains its queue), each joined
+  with a timeout, then terminated, then killed. SIGTERM and SIGINT both start it.
+- A child that dies is restarted within a budget (max_restarts in restart_window_s); past the
+  budget the daemon gives up loudly and exits non-zero, so systemd's own restart policy and
+  the operator's alerting take over instead of a silent crash loop.
+- /metrics (Prometheus text format) and /healthz (200 only while running) on one small HTTP
+  server; sd_notify READY/STOPPING/WATCHDOG when NOTIFY_SOCKET is set.
+- A replayed video ends: when every streamer has finished its clip, the engine gets
+  `linger_s` to publish the last results and the daemon exits 0 by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing as mp
+import signal
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from engine.config.cli import add_config_args, config_from_args
+from engine.config.streamd import StreamdConfig
+from streamer import sdnotify
+from streamer.worker import COUNTERS, EXIT_DONE
+
+log = logging.getLogger("mfvan.streamd")
+
+
+# -- children (module level: spawn imports them by name) ------------------------------------------
+def _engine_child(cfg_json: str, stop_event) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from engine.config.engine import EngineConfig
+    from engine.server import run
+
+    sys.exit(run(EngineConfig.model_validate_json(cfg_json), stop_event))
+
+
+def _streamer_child(cfg_json: str, cam_index: int, stop_event, shared, endpoint: str) -> None:
+    from streamer.worker import run_camera
+
+    sys.exit(run_camera(cfg_json, cam_index, stop_event, shared, endpoint))
+
+
+@dataclass
+class Child:
+    name: str
+    kind: str  # "engine" | "streamer"
+    target: object
+    args: tuple
+    replay: bool = False  # a streamer replaying a file: exit 0 means "clip finished"
+    shared: object = None
+    process: mp.process.BaseProcess | None = None
+    restarts: deque = field(default_factory=deque)
+    restart_total: int = 0
+    done: bool = False
+
+
+class Supervisor:
+    def __init__(self, cfg: StreamdConfig, engine_endpoint: str | None = None):
+        self.cfg = cfg
+        self.ctx = mp.get_context("spawn")
+        self.stop_event = self.ctx.Event()
+        self.state = "starting"
+        self.exit_code = 0
+        self._signalled = threading.Event()
+        self.children: list[Child] = []
+        self.pair_endpoint = engine_endpoint or cfg.engine.pair_endpoint
+        if cfg.embedded_engine and engine_endpoint is None:
+            self.children.append(Child("engine", "engine", _engine_child, (cfg.engine.model_dump_json(),)))
+        cfg_json = cfg.model_dump_json()
+        for i, cam in enumerate(cfg.cameras):
+            shared = self.ctx.Array("q", len(COUNTERS), lock=False)
+            self.children.append(Child(f"streamer-{cam.name}", "streamer", _streamer_child,
+                                       (cfg_json, i, None, shared, self.pair_endpoint),
+                                       replay=cam.device is None, shared=shared))
+        self.http: ThreadingHTTPServer | None = None
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def _spawn(self, child: Child) -> None:
+        args = tuple(self.stop_event if a is None and child.kind == "streamer" else a for a in child.args)
+        if child.kind == "engine":
+            args = (*args, self.stop_event)
+        child.process = self.ctx.Process(target=child.target, args=args, name=child.name, daemon=False)
+        child.process.start()
+        log.info("started %s (pid %d)", child.name, child.process.pid)
+
+    def _wait_engine_ready(self, timeout: float = 120.0) -> bool:
+        """The engine is ready when its first heartbeat arrives on the PUB endpoint."""
+        from engine.client import Subscriber
+
+        engine = next((c for c in self.children if c.kind == "engine"), None)
+        if engine is None:
+            return True
+        sub = Subscriber(self.cfg.engine.pub_endpoint, kinds=("hb/",), security=self.cfg.security)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not self._signalled.is_set():
+                if sub.recv(timeout_ms=200) is not None:
+                    return True
+                if not engine.process.is_alive():
+                    log.error("engine exited with code %s before it was ready", engine.process.exitcode)
+                    return False
+            log.error("engine sent no heartbeat on %s within %.0f s", self.cfg.engine.pub_endpoint, timeout)
+            return False
+        finally:
+            sub.close()
+
+    def run(self) -> int:
+        self._install_signals()
+        self._start_http()
+        for c in self.children:
+            if c.kind == "engine":
+                self._spawn(c)
+        if not self._wait_engine_ready():
+            self.exit_code = 2
+            return self.shutdown()
+        for c in self.children:
+            if c.kind == "streamer":
+                self._spawn(c)
+        self.state = "running"
+        sdnotify.notify(f"READY=1\nSTATUS=running {sum(c.kind == 'streamer' for c in self.children)} streamer(s)")
+        log.info("running: %s; results on %s", ", ".join(c.name for c in self.children), self.cfg.engine.pub_endpoint)
+        wd = sdnotify.watchdog_interval_s()
+        next_wd = time.monotonic()
+        while not self._signalled.is_set():
+            if wd and time.monotonic() >= next_wd:
+                sdnotify.notify("WATCHDOG=1")
+                next_wd = time.monotonic() + wd
+            if not self._check_children():
+                break
+            self._signalled.wait(0.2)
+        return self.shutdown()
+
+    def _check_children(self) -> bool:
+        """Restart dead children within the budget. False when the daemon should stop."""
+        for c in self.children:
+            p = c.process
+            if c.done or p is None or p.is_alive():
+                continue
+            code = p.exitcode
+            if c.replay and code == EXIT_DONE:
+                c.done = True
+                log.info("%s finished its replay", c.name)
+                continue
+            now = time.monotonic()
+            while c.restarts and now - c.restarts[0] > self.cfg.supervisor.restart_window_s:
+                c.restarts.popleft()
+            if len(c.restarts) >= self.cfg.supervisor.max_restarts:
+                log.error("%s died (exit %s) %d times within %.0f s: giving up", c.name, code, len(c.restarts) + 1,
+                          self.cfg.supervisor.restart_window_s)
+                self.exit_code = 1
+                return False
+            c.restarts.append(now)
+            c.restart_total += 1
+            log.warning("%s died (exit %s): restart %d/%d", c.name, code, len(c.restarts),
+                        self.cfg.supervisor.max_restarts)
+            self._spawn(c)
+        streamers = [c for c in self.children if c.kind == "streamer"]
+        if streamers and all(c.done for c in streamers):
+            log.info("every replay finished; letting the engine drain for %.1f s", self.cfg.supervisor.linger_s)
+            time.sleep(self.cfg.supervisor.linger_s)
+            return False
+        return True
+
+    def shutdown(self) -> int:
+        self.state = "stopping"
+        sdnotify.notify("STOPPING=1")
+        log.info("stopping")
+        self.stop_event.set()
+        timeout = self.cfg.supervisor.stop_timeout_s
+        for kind in ("streamer", "engine"):  # producers first, then the engine drains
+            for c in self.children:
+                p = c.process
+                if c.kind != kind or p is None:
+                    continue
+                p.join(timeout)
+                if p.is_alive():
+                    log.warning("%s did not stop within %.1f s: terminating", c.name, timeout)
+                    p.terminate()
+                    p.join(2)
+                if p.is_alive():
+                    log.error("%s ignored SIGTERM: killing", c.name)
+                    p.kill()
+                    p.join(2)
+                log.info("%s stopped (exit %s)", c.name, p.exitcode)
+        if self.http is not None:
+            self.http.shutdown()
+            self.http.server_close()
+        log.info("stopped (exit %d)", self.exit_code)
+        return self.exit_code
+
+    def _install_signals(self) -> None:
+        def handler(signum, _frame):
+            log.info("%s received", signal.Signals(signum).name)
+            self._signalled.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    # -- /metrics and /healthz ------------------------------------------------------------------------
+    def _collector(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        sup = self
+
+        class Collector:
+            def collect(self):
+                fams = {name: CounterMetricFamily(f"mfvan_streamer_{name}", f"streamer {name}", labels=["camera"])
+                        for name in COUNTERS if name != "running"}
+                running = GaugeMetricFamily("mfvan_streamer_running", "1 while the streamer loop runs", labels=["camera"])
+                for c in sup.children:
+                    if c.kind != "streamer":
+                        continue
+                    cam = c.name.removeprefix("streamer-")
+                    for i, name in enumerate(COUNTERS):
+                        if name == "running":
+                            running.add_metric([cam], c.shared[i])
+                        else:
+                            fams[name].add_metric([cam], c.shared[i])
+                yield from fams.values()
+                yield running
+                up = GaugeMetricFamily("mfvan_child_up", "1 while the child process is alive", labels=["child"])
+                restarts = CounterMetricFamily("mfvan_child_restarts", "child restarts", labels=["child"])
+                for c in sup.children:
+                    up.add_metric([c.name], 1.0 if c.process is not None and c.process.is_alive() else 0.0)
+                    restarts.add_metric([c.name], c.restart_total)
+                yield up
+                yield restarts
+                yield GaugeMetricFamily("mfvan_streamd_running", "1 while the daemon is running",
+                                        value=1.0 if sup.state == "running" else 0.0)
+
+        return Collector()
+
+    def _start_http(self) -> None:
+        port = self.cfg.supervisor.metrics_port
+        if not port:
+            return
+        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+        registry = CollectorRegistry()
+        registry.register(self._collector())
+        sup = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's name)
+                if self.path.startswith("/metrics"):
+                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
+                elif self.path.startswith("/healthz"):
+                    ok = sup.state == "running"
+                    body, ctype, status = (b"ok\n" if ok else sup.state.encode() + b"\n"), "text/plain", 200 if ok else 503
+                else:
+                    body, ctype, status = b"not found: /metrics or /healthz\n", "text/plain", 404
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):  # scrapes every few seconds would flood the log
+                pass
+
+        self.http = ThreadingHTTPServer((self.cfg.supervisor.metrics_host, port), Handler)
+        self.http.daemon_threads = True
+        threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True).start()
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", self.cfg.supervisor.metrics_host, port)
+
+
+# -- command line ---------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfvan-streamd", description="Real-time micro-expression daemon: "
+                                "camera(s) → faces → spotting → engine → results on a ZeroMQ PUB socket.")
+    src = p.add_argument_group("source (one or more; a config file may list cameras instead)")
+    src.add_argument("--camera", type=int, action="append", metavar="N", help="V4L2 camera /dev/videoN (repeatable)")
+    src.add_argument("--video", action="append", metavar="PATH", help="replay a video file or a frame folder (repeatable)")
+    src.add_argument("--fps", type=float, help="frame rate of frame folders / forced rate of videos / camera rate")
+    src.add_argument("--realtime", action="store_true", help="pace a replay at the source rate (else as fast as possible)")
+    p.add_argument("--pub", metavar="ENDPOINT", help="where results are published (engine PUB), e.g. tcp://*:5556")
+    p.add_argument("--engine", metavar="ENDPOINT", help="use a running mfvan-engined at this PULL endpoint instead of "
+                   "the embedded engine")
+    p.add_argument("--metrics-port", type=int, help="/metrics and /healthz port (0 = off)")
+    p.add_argument("--dry-run", action="store_true", help="check camera/video, model and ports, then exit")
+    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add_config_args(p)
+    return p
+
+
+def overrides_from_args(args: argparse.Namespace, base: StreamdConfig | None = None) -> dict:
+    over: dict = {}
+    cams = []
+    for n in args.camera or []:
+        cams.append({"name": f"cam{n}", "device": n})
+    for i, v in enumerate(args.video or []):
+        cams.append({"name": Path(v).stem[:40].replace("/", "_").replace(" ", "_") or f"video{i}", "video": v})
+    if cams:
+        names = [c["name"] for c in cams]
+        for c in cams:
+            if names.count(c["name"]) > 1:
+                c["name"] = f"{c['name']}-{names.index(c['name'])}-{cams.index(c)}"
+            if args.fps:
+                c["fps"], c["fps_from_file"] = args.fps, False
+            if args.realtime:
+                c["realtime"] = True
+        over["cameras"] = cams
+    elif args.fps or args.realtime:
+        over["cameras"] = [{**c.model_dump(), **({"fps": args.fps, "fps_from_file": False} if args.fps else {}),
+                            **({"realtime": True} if args.realtime else {})} for c in (base or StreamdConfig()).cameras]
+    engine: dict = {}
+    if args.pub:
+        engine["pub_endpoint"] = args.pub
+    if args.engine:
+        engine["pair_endpoint"] = args.engine
+        over["embedded_engine"] = False
+    if engine:
+        over["engine"] = engine
+    if args.metrics_port is not None:
+        over["supervisor"] = {"metrics_port": args.metrics_port}
+    return over
+
+
+def dry_run(cfg: StreamdConfig) -> int:
+    """Open every source and read a frame, verify the engine artefact, try every port."""
+    import socket
+
+    import zmq
+
+    from streamer.capture import CaptureError, open_source
+
+    ok = True
+
+    def report(good: bool, what: str) -> None:
+        nonlocal ok
+        ok &= good
+        print(f"[{'ok' if good else 'FAIL'}] {what}")
+
+    for cam in cfg.cameras:
+        try:
+            src = open_source(cam.video, cam.device, None if (cam.video and cam.fps_from_file) else cam.fps,
+                              cam.width, cam.height, cam.fourcc, cam.exposure)
+            img = next(iter(src.frames()), (None, None))[0]
+            extra = f"; mode mismatch {src.mismatch}" if getattr(src, "mismatch", None) else ""
+            report(img is not None, f"{cam.name}: {src.name} {'' if img is None else img.shape} "
+                                    f"at {src.fps:.1f} fps{extra}")
+            src.close()
+        except CaptureError as exc:
+            report(False, f"{cam.name}: {exc}")
+    if cfg.embedded_engine:
+        try:
+            from engine.artefact import load_artefact
+
+            art = load_artefact(cfg.engine.artefact)
+            report(True, f"engine artefact: {art}")
+        except Exception as exc:  # an artefact problem of any kind is what dry-run reports
+            report(False, f"engine artefact: {exc}")
+        ctx = zmq.Context()
+        for ep in (cfg.engine.pair_endpoint, cfg.engine.pub_endpoint):
+            s = ctx.socket(zmq.PULL)
+            s.linger = 0
+            try:
+                s.bind(ep)
+                report(True, f"endpoint {ep} is free")
+            except zmq.ZMQError as exc:
+                report(False, f"endpoint {ep}: {exc}")
+            finally:
+                s.close(0)
+        ctx.term()
+    else:
+        report(True, f"external engine at {cfg.engine.pair_endpoint} (not probed: PUSH/PULL has no handshake)")
+    port = cfg.supervisor.metrics_port
+    if port:
+        with socket.socket() as s:
+            try:
+                s.bind((cfg.supervisor.metrics_host, port))
+                report(True, f"metrics port {port} is free")
+            except OSError as exc:
+                report(False, f"metrics port {port}: {exc}")
+    return 0 if ok else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    base = None
+    if args.config and (args.fps or args.realtime) and not (args.camera or args.video):
+        from engine.config.loader import ConfigError, load_config
+
+        try:
+            base = load_config(StreamdConfig, args.config)
+        except ConfigError:
+            base = None  # config_from_args reports it below
+    cfg = config_from_args(args, StreamdConfig, overrides_from_args(args, base))
+    if not any(c.device is not None or c.video for c in cfg.cameras):
+        parser.error("no source: give --camera N or --video PATH (or cameras in --config)")
+    if args.dry_run:
+        return dry_run(cfg)
+    return Supervisor(cfg, args.engine).run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,135 @@
+"""One camera's streamer process: grab thread → faces → align → spot → PUSH to the engine.
+
+Runs in a child spawned by `mfvan-streamd` (or in the foreground for tests/benchmarks).
+Counters go to a shared-memory array the supervisor reads for /metrics (one writer, no lock
+needed for monotonically increasing int64 values) and, once a second, to the engine as a
+Status message, so subscribers see streamer health too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import time
+from collections import deque
+from pathlib import Path
+
+import cv2
+
+from engine.config.streamd import StreamdConfig
+from engine.protocol import now_ns
+from streamer.capture import CaptureError, Grabber, open_source
+from streamer.pipeline import Pipeline
+from streamer.publish import Publisher
+
+log = logging.getLogger("mfvan.streamer")
+
+COUNTERS = ("frames", "gaps", "overruns", "breaks", "tracks", "detections", "reanchors", "lost", "micro", "macro",
+            "too_short", "invalid", "pairs_sent", "pairs_refused", "macro_sent", "macro_refused", "running")
+
+EXIT_DONE = 0  # the replay ended or we were asked to stop
+EXIT_SOURCE = 3  # the camera/video could not be opened or read
+EXIT_CONFIG = 4  # the noise-floor file or another input is unusable
+
+
+def load_noise_seed(path: str) -> tuple[float, float] | None:
+    """(median, mad) from a `calibration/noise_floor.py` JSON; None when no file is configured."""
+    if not path:
+        return None
+    data = json.loads(Path(path).read_text())
+    return float(data["median"]), float(data["mad"])
+
+
+def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endpoint: str | None = None) -> int:
+    """The whole streamer for `cfg.cameras[cam_index]`. Returns an exit code (see EXIT_*)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor owns Ctrl-C and shuts us down in order
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    cv2.setNumThreads(1)
+    cfg = StreamdConfig.model_validate_json(cfg_json)
+    cam = cfg.cameras[cam_index]
+    counters = dict.fromkeys(COUNTERS, 0)
+
+    def export() -> None:
+        if shared is not None:
+            for i, name in enumerate(COUNTERS):
+                shared[i] = int(counters[name])
+
+    try:
+        file_rate = bool(cam.video) and not Path(cam.video).is_dir() and cam.fps_from_file
+        source = open_source(cam.video, cam.device, None if file_rate else cam.fps,
+                             cam.width, cam.height, cam.fourcc, cam.exposure)
+        seed = load_noise_seed(cfg.spotter.noise_floor_file)
+    except CaptureError as exc:
+        log.error("%s: %s", cam.name, exc)
+        return EXIT_SOURCE
+    except (OSError, ValueError, KeyError) as exc:
+        log.error("%s: noise floor file %s unusable: %s", cam.name, cfg.spotter.noise_floor_file, exc)
+        return EXIT_CONFIG
+    log.info("%s: %s at %.1f fps (%s)", cam.name, source.name, source.fps,
+             "realtime" if cam.realtime or cam.device is not None else "as fast as possible")
+    grab = Grabber(source, cfg.capture.ring_frames, cfg.capture.gap_factor, realtime=cam.realtime,
+                   live=cam.device is not None).start()
+    pipe = Pipeline(cfg.faces, cfg.spotter, source.fps, noise_seed=seed)
+    pub = Publisher(pair_endpoint or cfg.engine.pair_endpoint, cam.name, cfg.security, cfg.capture.pair_hwm)
+    walls: deque[int] = deque(maxlen=8192)  # capture ts of recent frames -> their wall clock
+    wall_map: dict[int, int] = {}
+
+    def wall_of(ts: int) -> int:
+        return wall_map.get(ts, now_ns())
+
+    def handle(events) -> None:
+        for ev in events:
+            ev.spotted_ns = now_ns()
+            pub.event(ev, wall_of)
+            log.info("%s: %s track %d frames %d-%d-%d score %.3f", cam.name, ev.kind, ev.track, ev.onset,
+                     ev.apex, ev.offset, ev.score)
+
+    def update() -> None:
+        counters.update(pipe.counters())
+        counters.update(gaps=grab.stats.gaps, overruns=grab.stats.overruns,
+                        pairs_sent=pub.sent["pair"], pairs_refused=pub.refused["pair"],
+                        macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"])
+        counters["frames"] = grab.stats.frames
+        export()
+
+    counters["running"] = 1
+    export()
+    pub.status("starting", {})
+    next_status = time.monotonic() + cfg.supervisor.status_every_s
+    code = EXIT_DONE
+    try:
+        while not stop_event.is_set():
+            try:
+                frame = grab.get(timeout=0.2)
+            except TimeoutError:
+                continue
+            if frame is None:
+                break
+            if len(walls) == walls.maxlen:
+                wall_map.pop(walls[0], None)
+            walls.append(frame.ts_ns)
+            wall_map[frame.ts_ns] = frame.wall_ns
+            handle(pipe.process(frame))
+            if frame.index % 32 == 0:
+                update()
+            if time.monotonic() >= next_status:
+                next_status += cfg.supervisor.status_every_s
+                update()
+                pub.status("running", counters)
+        else:
+            log.info("%s: stop requested", cam.name)
+        handle(pipe.flush())
+    except CaptureError as exc:
+        log.error("%s: capture failed: %s", cam.name, exc)
+        code = EXIT_SOURCE
+    finally:
+        grab.stop()
+        counters["running"] = 0
+        update()
+        pub.status("stopping", counters)
+        pub.close()
+    log.info("%s: done: %s", cam.name, {k: counters[k] for k in ("frames", "gaps", "overruns", "micro", "macro",
+                                                                 "pairs_sent", "pairs_refused")})
+    return code

@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from engine.artefact import (
@@ -64,6 +65,7 @@ def _slim_checkpoint(src: Path, dst: Path) -> dict:
     os.close(fd)
     try:
         torch.save(slim, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a service user must be able to read it
         os.replace(tmp, dst)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -206,8 +208,15 @@ def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, s
     try:
         pairs = collect(cfg.calib, s, list(labels), cfg.calib_max_pairs)
         calib, held = split_held_out(pairs, cfg.held_out_fraction)
-        if len(calib) == 0:
-            raise CalibrationError(f"{cfg.calib}: every pair went to the held-out split; give more subjects")
+        if len(held) < cfg.min_held_out or len(calib) == 0:
+            problem = (
+                f"{len(pairs)} calibration pairs from {len(set(pairs.subjects))} subject(s) leave {len(held)} held-out "
+                f"pairs (min_held_out={cfg.min_held_out}) to measure the INT8 accuracy change on"
+            )
+            if not cfg.force:
+                raise BuildError(f"{problem}; give more pairs/subjects, or --force to ship INT8 unmeasured")
+            log.warning("%s; --force: calibrating on all of them, shipping INT8 without a report", problem)
+            calib, held = pairs, pairs.take(np.arange(0))
         qinfo = quantize_qdq(out / ONNX_OPT, out / ONNX_INT8, calib, method=cfg.calib_method)
     except CalibrationError as exc:
         raise BuildError(str(exc)) from None
@@ -216,12 +225,7 @@ def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, s
 
     step("report")
     report_name: str | None = None
-    if len(held) == 0:
-        problem = "no held-out pairs to measure the INT8 accuracy change on"
-        if not cfg.force:
-            raise BuildError(f"{problem}; give more pairs/subjects, or --force to ship INT8 unmeasured")
-        log.warning("%s; --force: shipping INT8 without a report", problem)
-    else:
+    if len(held):
         report = compare(out / ONNX_OPT, out / ONNX_INT8, held)
         report.update(qinfo, calibration_pairs=len(calib), calibration_subjects=sorted(set(calib.subjects)))
         write_json_atomic(out / CALIB_REPORT, report)

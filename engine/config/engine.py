@@ -44,6 +44,7 @@ class BuildConfig(Section):
     calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     calib_max_pairs: int = Field(512, ge=0, description="0 = all")
     held_out_fraction: float = Field(0.25, gt=0, lt=1, description="share of subjects kept out of calibration for the INT8 report")
+    min_held_out: int = Field(10, ge=1, description="fewest held-out pairs an INT8 accuracy report may rest on")
     force: bool = Field(False, description="finish an int8 build without an accuracy report")
     atol: float = Field(1e-4, gt=0, description="max |ONNX - torch| accepted at export")
 

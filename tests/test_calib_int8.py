@@ -1,0 +1,107 @@
+"""INT8: calibration pairs → QDQ ONNX → accuracy report; the build refuses INT8 it cannot measure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from engine_helpers import LABELS, face_pairs
+
+from calibration.pairs import (
+    CalibrationError,
+    PairSet,
+    collect,
+    load_pairs,
+    save_pairs,
+    split_held_out,
+)
+
+pytest.importorskip("torch")
+
+
+def pairset(n: int, subjects: int, seed: int = 0) -> PairSet:
+    on, ap = face_pairs(n, seed=seed)
+    return PairSet(on, ap, np.arange(n) % 3, list(LABELS), [f"sub{i % subjects:02d}" for i in range(n)])
+
+
+def test_pairs_roundtrip_without_pickle(tmp_path: Path) -> None:
+    ps = pairset(6, 3)
+    path = save_pairs(tmp_path / "p.npz", ps)
+    back = load_pairs(path)
+    assert back.digest() == ps.digest() and back.subjects == ps.subjects and back.label_names == LABELS
+    with pytest.raises(CalibrationError, match="labels"):
+        collect(path, 112, ["a", "b", "c"])
+    with pytest.raises(CalibrationError, match="64px"):
+        collect(path, 64, LABELS)
+
+
+def test_held_out_split_is_by_subject() -> None:
+    calib, held = split_held_out(pairset(24, 8), 0.25)
+    assert len(calib) + len(held) == 24 and len(held) > 0
+    assert not set(calib.subjects) & set(held.subjects)
+    assert len(set(held.subjects)) == 2
+
+
+@pytest.fixture(scope="module")
+def int8_artefact(tmp_path_factory) -> Path:
+    from engine_helpers import build
+
+    tmp = tmp_path_factory.mktemp("int8")
+    save_pairs(tmp / "pairs.npz", pairset(40, 8))
+    return build(tmp, precision="int8", calib=str(tmp / "pairs.npz"), calib_method="minmax")
+
+
+def test_int8_build_writes_qdq_model_and_report(int8_artefact: Path) -> None:
+    import onnx
+
+    from engine.artefact import load_artefact
+
+    a = load_artefact(int8_artefact)
+    m = a.manifest
+    assert m.precision == "int8" and m.files["model.int8.onnx"].role == "onnx-qdq"
+    ops = {n.op_type for n in onnx.load(str(a.path("model.int8.onnx"))).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert m.calibration is not None and m.calibration.method == "minmax"
+    assert m.calibration.pairs + m.calibration.held_out == 40 and len(m.calibration.hash) == 64
+    report = json.loads(a.path(m.calibration.report).read_text())
+    assert report["held_out_pairs"] == m.calibration.held_out
+    for key in ("label_agreement", "accuracy_fp32", "accuracy_int8", "accuracy_delta", "macro_f1_delta"):
+        assert key in report
+    assert report["accuracy_delta"] == pytest.approx(report["accuracy_int8"] - report["accuracy_fp32"])
+    assert report["probs_max_abs_diff"] > 0  # it really is a different (quantised) model
+
+
+def test_int8_backend_agrees_with_fp32_labels(int8_artefact: Path) -> None:
+    from engine.artefact import load_artefact
+    from engine.backends import load_backend
+    from engine.tensors import crops_to_nchw
+
+    a = load_artefact(int8_artefact)
+    on, ap = face_pairs(8, seed=5)
+    x = crops_to_nchw(on), crops_to_nchw(ap)
+    p32, _ = load_backend(a, "onnxruntime", "fp32", threads=1).infer(*x)
+    p8, h8 = load_backend(a, "onnxruntime", "int8", threads=1).infer(*x)
+    assert h8.shape == (8, 4, 7, 7)
+    np.testing.assert_allclose(p8, p32, atol=0.05)  # INT8 tolerance: probabilities within 0.05
+    assert (p8.argmax(1) == p32.argmax(1)).mean() >= 0.75
+
+
+def test_int8_without_enough_held_out_pairs_refuses_unless_forced(tmp_path: Path, capsys) -> None:
+    from engine_helpers import make_checkpoint
+
+    from engine.artefact import load_artefact
+    from engine.build import main
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt")
+    save_pairs(tmp_path / "few.npz", pairset(6, 1))  # one subject, 6 pairs: 2 held out < 10
+    base = ["--checkpoint", str(ckpt), "--precision", "int8", "-q"]
+    assert main([*base, "--out", str(tmp_path / "x")]) == 2
+    assert "--precision int8 needs --calib" in capsys.readouterr().err
+    assert main([*base, "--calib", str(tmp_path / "few.npz"), "--out", str(tmp_path / "y")]) == 2
+    assert "held-out pairs (min_held_out=10)" in capsys.readouterr().err
+    assert not (tmp_path / "y" / "manifest.json").exists()
+    assert main([*base, "--calib", str(tmp_path / "few.npz"), "--out", str(tmp_path / "z"), "--force"]) == 0
+    m = load_artefact(tmp_path / "z").manifest
+    assert m.calibration.report is None and m.calibration.pairs == 6 and "calibration_report.json" not in m.files

@@ -52,7 +52,7 @@ class DataConfig(Section):
     cache_dir: str = ".cache/mfvan/crops"
     labels: list[str] = Field(default_factory=lambda: ["negative", "positive", "surprise"])
     kind: Literal["micro", "macro", "all"] = Field("micro", description="which annotated events to train/evaluate on")
-    pretrain_frames: int = Field(4, ge=0, description="extra frames per clip (between onset and offset) for the teacher's Eq. 1")
+    pretrain_frames: int = Field(4, ge=0, description="frames between onset and apex per event: for the teacher (Eq. 1) and LBP-TOP")
     flip: bool = Field(True, description="random horizontal flip of the (onset, apex) pair while training")
 
 

@@ -20,8 +20,10 @@ class PairSet:
     subjects: np.ndarray  # str [N]
     clips: list[str]
     label_names: list[str]
-    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 3), np.uint8))  # uint8 [M,S,S,3]
-    frame_subjects: np.ndarray = field(default_factory=lambda: np.zeros((0,), dtype=object))
+    # frames strictly between onset and apex, in time order, for the teacher's Eq. 1 and the
+    # LBP-TOP baseline's sequence; frame_owner[k] = index of the pair frame k belongs to
+    frames: np.ndarray = field(default_factory=lambda: np.zeros((0, 1, 1, 3), np.uint8))
+    frame_owner: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.int64))
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -29,8 +31,11 @@ class PairSet:
             raise ValueError("PairSet: onset, apex, labels, subjects and clips differ in length")
         self.labels = np.asarray(self.labels, dtype=np.int64)
         self.subjects = np.asarray(self.subjects, dtype=object)
+        self.frame_owner = np.asarray(self.frame_owner, dtype=np.int64)
         if len(self.frames) == 0:
             self.frames = np.zeros((0, *self.onset.shape[1:]), np.uint8)
+        if len(self.frames) != len(self.frame_owner):
+            raise ValueError("PairSet: frames and frame_owner differ in length")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -42,22 +47,34 @@ class PairSet:
     def subject_list(self) -> list[str]:
         return sorted(set(self.subjects.tolist()))
 
-    def select_subjects(self, keep: set[str]) -> PairSet:
-        idx = np.array([s in keep for s in self.subjects], dtype=bool)
-        fidx = np.array([s in keep for s in self.frame_subjects], dtype=bool) if len(self.frames) else idx[:0]
+    def take(self, idx: np.ndarray) -> PairSet:
+        """The pairs at integer positions `idx` (and their frames)."""
+        idx = np.asarray(idx, dtype=np.int64)
+        remap = np.full(len(self), -1, np.int64)
+        remap[idx] = np.arange(len(idx))
+        fkeep = remap[self.frame_owner] >= 0 if len(self.frames) else np.zeros(0, bool)
         return PairSet(
             onset=self.onset[idx],
             apex=self.apex[idx],
             labels=self.labels[idx],
             subjects=self.subjects[idx],
-            clips=[c for c, k in zip(self.clips, idx, strict=True) if k],
+            clips=[self.clips[i] for i in idx],
             label_names=self.label_names,
-            frames=self.frames[fidx] if len(self.frames) else self.frames,
-            frame_subjects=self.frame_subjects[fidx] if len(self.frames) else self.frame_subjects,
+            frames=self.frames[fkeep],
+            frame_owner=remap[self.frame_owner[fkeep]] if len(self.frames) else self.frame_owner,
         )
 
+    def select_subjects(self, keep: set[str] | list[str]) -> PairSet:
+        keep = set(keep)
+        return self.take(np.flatnonzero([s in keep for s in self.subjects]))
+
+    def sequence(self, i: int) -> np.ndarray:
+        """onset, the frames between, apex: [T, S, S, 3] in time order."""
+        mid = self.frames[self.frame_owner == i]
+        return np.concatenate([self.onset[i : i + 1], mid, self.apex[i : i + 1]], axis=0)
+
     def pretrain_frames(self) -> np.ndarray:
-        """Every frame the teacher reconstructs: the extra frames plus every onset and apex."""
+        """Every frame the teacher reconstructs: the in-between frames plus every onset and apex."""
         return np.concatenate([self.frames, self.onset, self.apex], axis=0)
 
 

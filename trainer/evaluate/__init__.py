@@ -1,0 +1,1 @@
+"""Leave-one-subject-out evaluation of MFVAN, its ablations and the baselines; reports."""

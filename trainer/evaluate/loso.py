@@ -1,0 +1,233 @@
+"""`mfvan-eval loso`: leave-one-subject-out for MFVAN and the baselines on the same folds,
+optionally Table 3's ablation rows; writes report.json, confusion PNGs, tables, overlays.
+
+    mfvan-eval loso --config configs/train/loso_synth.yaml --data /work/data/synth --out runs/loso
+    mfvan-eval loso --config ... --ablation --ablation-folds 10 --out runs/loso
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from engine.config.cli import add_config_args, config_from_args
+from engine.config.train import TrainConfig
+from trainer.baselines import lbptop, offapex
+from trainer.evaluate import report as rep
+from trainer.evaluate.metrics import confusion, per_class
+from trainer.evaluate.protocol import (
+    ABLATION_ROWS,
+    FoldResult,
+    fold_subjects,
+    pooled,
+    run_baseline_fold,
+    run_folds,
+    run_mfvan_fold,
+    with_model,
+)
+from trainer.models import create_model
+from trainer.models.profile import profile
+from trainer.train import PairSet, resolve_device
+
+MODELS = ("mfvan", "lbptop", "offapex")
+BASELINE_FIT = {"lbptop": lbptop.fit, "offapex": offapex.fit}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mfvan-eval loso", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="dataset root (overrides data.root)")
+    p.add_argument("--annotations", help="annotation file (overrides data.annotations)")
+    p.add_argument("--pairs", help="a crops .npz written by an earlier run (skips face cropping)")
+    p.add_argument("--out", default="runs/loso", help="report folder (default: runs/loso)")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
+    p.add_argument("--max-folds", type=int, help="evaluate only the first N subjects' folds (default eval.max_folds)")
+    p.add_argument("--ablation", action="store_true", help="also run Table 3's rows and write ablation.md")
+    p.add_argument("--ablation-folds", type=int, default=0, help="folds for the ablation rows (0 = same as --max-folds)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides config device")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--no-progress", action="store_true")
+    add_config_args(p)
+    return p
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def save_pairs(path: Path, data: PairSet) -> None:
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(
+        tmp, onset=data.onset, apex=data.apex, labels=data.labels, subjects=data.subjects.astype(str),
+        clips=np.array(data.clips, dtype=str), label_names=np.array(data.label_names, dtype=str),
+        frames=data.frames, frame_owner=data.frame_owner,
+    )
+    tmp.replace(path)
+
+
+def load_pairs_npz(path: str | Path) -> PairSet:
+    with np.load(path, allow_pickle=False) as z:
+        return PairSet(
+            onset=z["onset"], apex=z["apex"], labels=z["labels"], subjects=z["subjects"].astype(object),
+            clips=z["clips"].tolist(), label_names=z["label_names"].tolist(), frames=z["frames"], frame_owner=z["frame_owner"],
+        )
+
+
+def load_data(cfg: TrainConfig, pairs: str | None, progress: bool) -> tuple[PairSet, list[str]]:
+    if pairs:
+        return load_pairs_npz(pairs), []
+    from trainer.evaluate.datasets import load_samples
+    from trainer.train.crops import build_pairs
+
+    samples = load_samples(cfg.data)
+    return build_pairs(
+        samples, cfg.data.labels, cfg.model.crop_size, cfg.data.cache_dir or None, cfg.data.pretrain_frames, cfg.data.kind, progress
+    )
+
+
+def _model_report(name: str, results: list[FoldResult], data: PairSet, out: Path, title: str) -> dict[str, Any]:
+    c = len(data.label_names)
+    y_true = np.concatenate([r.y_true for r in results])
+    y_pred = np.concatenate([r.y_pred for r in results])
+    cm = confusion(y_true, y_pred, c)
+    rep.confusion_png(out / f"confusion_{name}.png", cm, data.label_names, title)
+    s = pooled(results, c)
+    s["per_class"] = per_class(y_true, y_pred, data.label_names)
+    s["confusion"] = cm.tolist()
+    return s
+
+
+def _overlays(results: list[FoldResult], data: PairSet, out: Path, k: int) -> None:
+    """Up to k held-out samples, correct predictions first, spread over classes."""
+    picks: list[tuple[int, int, int]] = []  # (full index, true, pred)
+    rows = [(int(r.index[j]), int(r.y_true[j]), int(r.y_pred[j]), j, r) for r in results for j in range(len(r.y_true))]
+    rows.sort(key=lambda t: (t[1] != t[2], t[0]))
+    seen: dict[int, int] = {}
+    heat = []
+    for idx, yt, yp, j, r in rows:
+        if len(picks) >= k or r.heatmaps is None:
+            continue
+        if seen.get(yt, 0) >= max(1, k // len(data.label_names)):
+            continue
+        seen[yt] = seen.get(yt, 0) + 1
+        picks.append((idx, yt, yp))
+        heat.append(r.heatmaps[j])
+    if picks:
+        names = data.label_names
+        titles = [f"{data.clips[i]}\ntrue {names[t]} / pred {names[p]}" for i, t, p in picks]
+        rep.overlays_png(out / "attention_overlays.png", data.apex[[i for i, _, _ in picks]], np.stack(heat), titles)
+
+
+def run_loso(
+    cfg: TrainConfig,
+    data: PairSet,
+    out: Path,
+    models: Sequence[str] = MODELS,
+    max_folds: int = 0,
+    ablation: bool = False,
+    ablation_folds: int = 0,
+    progress: bool = True,
+    skipped: Sequence[str] = (),
+) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    subjects = fold_subjects(data, max_folds)
+    c = cfg.model.num_classes
+    report: dict[str, Any] = {
+        "protocol": {
+            "kind": "leave-one-subject-out",
+            "epochs": cfg.eval.protocol,
+            "note": "fixed epochs from the config; the test subject never selects an epoch or a hyper-parameter"
+            if cfg.eval.protocol == "fixed_epochs"
+            else f"joint epochs chosen by macro-F1 on {cfg.eval.nested_val_subjects} validation subjects drawn from each fold's training subjects",
+            "subjects": len(data.subject_list()),
+            "folds_run": len(subjects),
+            "samples": len(data),
+            "class_counts": {n: int((data.labels == i).sum()) for i, n in enumerate(data.label_names)},
+            "skipped_samples": len(skipped),
+        },
+        "dataset": cfg.data.dataset,
+        "labels": data.label_names,
+        "config": cfg.model_dump(mode="json"),
+        "machine": {"platform": platform.platform(), "device": str(device), "torch_threads": torch.get_num_threads()},
+        "models": {},
+    }
+    rep.write_json(out / "skipped.json", list(skipped))
+    fold_root = out / "folds"
+    for name in models:
+        if name == "mfvan":
+            results = run_folds(name, subjects, lambda s: run_mfvan_fold(cfg, data, s, device, False), fold_root / name, progress, log)
+            model = create_model(cfg.model)
+            report["models"][name] = {**_model_report(name, results, data, out, f"MFVAN ({cfg.model.input_form})"), "profile": profile(model)}
+            _overlays(results, data, out, cfg.eval.overlays)
+        else:
+            results = run_folds(name, subjects, lambda s, n=name: run_baseline_fold(BASELINE_FIT[n], data, s, cfg.seed), fold_root / name, progress, log)
+            report["models"][name] = _model_report(name, results, data, out, name)
+        rep.write_json(out / "report.json", report)
+    cols = ["model", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean", "total_seconds"]
+    rows = [{"model": k, **{c_: v.get(c_) for c_ in cols[1:]}} for k, v in report["models"].items()]
+    text = f"# LOSO on {cfg.data.dataset}: {len(subjects)} folds of {len(data.subject_list())} subjects, {len(data)} samples\n\n"
+    text += rep.markdown_table(rows, cols)
+    for k, v in report["models"].items():
+        text += f"\n## {k}: per class\n\n" + rep.markdown_table(v["per_class"], ["class", "precision", "recall", "f1", "support"])
+    (out / "results.md").write_text(text)
+    if ablation:
+        ab_subjects = fold_subjects(data, ablation_folds or max_folds)
+        ab_rows = []
+        for row, changes in ABLATION_ROWS:
+            rcfg = with_model(cfg, **changes)
+            results = run_folds(row, ab_subjects, lambda s, rc=rcfg: run_mfvan_fold(rc, data, s, device, False), fold_root / f"ablation_{row}", progress, log)
+            s = pooled(results, c)
+            ab_rows.append({"row": row, **{k: s[k] for k in ("n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean")}})
+        report["ablation"] = {"folds": len(ab_subjects), "rows": ab_rows}
+        (out / "ablation.md").write_text(
+            f"# Table 3 rows, LOSO on {cfg.data.dataset} ({len(ab_subjects)} folds, input form {cfg.model.input_form})\n\n"
+            + rep.markdown_table(ab_rows, ["row", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean"])
+        )
+        rep.write_json(out / "report.json", report)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    cfg = config_from_args(args, TrainConfig)
+    upd: dict[str, Any] = {}
+    if args.data or args.annotations:
+        upd["data"] = cfg.data.model_copy(update={k: v for k, v in (("root", args.data), ("annotations", args.annotations)) if v})
+    if args.device:
+        upd["device"] = args.device
+    cfg = cfg.model_copy(update=upd)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    bad = [m for m in models if m not in MODELS]
+    if bad:
+        print(f"mfvan-eval loso: unknown model(s) {bad}; choose from {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, args.threads))
+    out = Path(args.out)
+    try:
+        device = resolve_device(cfg.device)
+        data, skipped = load_data(cfg, args.pairs, not args.no_progress)
+    except (OSError, ValueError, RuntimeError) as exc:
+        print(f"mfvan-eval loso: {exc}", file=sys.stderr)
+        return 2
+    if data.crop_size != cfg.model.crop_size:
+        print(f"mfvan-eval loso: crops are {data.crop_size}px, model.crop_size is {cfg.model.crop_size}", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    if not args.pairs:
+        save_pairs(out / "pairs.npz", data)
+    log(f"{len(data)} samples, {len(data.subject_list())} subjects, {len(skipped)} skipped; device {device}")
+    max_folds = cfg.eval.max_folds if args.max_folds is None else args.max_folds
+    t0 = time.perf_counter()
+    report = run_loso(cfg, data, out, models, max_folds, args.ablation, args.ablation_folds, not args.no_progress, skipped)
+    log(f"done in {time.perf_counter() - t0:.0f}s -> {out}/report.json")
+    print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "uf1", "uar")} for k, v in report["models"].items()}, indent=1))
+    return 0

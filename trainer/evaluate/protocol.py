@@ -1,0 +1,153 @@
+"""LOSO folds for MFVAN, its ablation rows and the baselines: one held-out subject per fold.
+
+Honesty rules (DESIGN §7): every model trains only on the other subjects; epochs are fixed
+in the config, or (protocol "nested") chosen by macro-F1 on validation subjects drawn from
+the TRAINING subjects of that fold, then the model is retrained on all training subjects for
+that many epochs. The test subject is never used to pick anything.
+
+Per-fold predictions are saved as `<out>/folds/<model>/<subject>.npz`, so an interrupted run
+resumes at the next fold.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engine.config.train import ModelConfig, TrainConfig
+from trainer.evaluate.metrics import scores
+from trainer.models import create_model
+from trainer.train import PairSet, predict, train
+
+ABLATION_ROWS: list[tuple[str, dict[str, Any]]] = [
+    ("Global", {"identity_removal": False, "scales": []}),
+    ("Global+RI", {"identity_removal": True, "scales": []}),
+    ("Global+scale1", {"identity_removal": False, "scales": [1]}),
+    ("Global+scale1+RI", {"identity_removal": True, "scales": [1]}),
+    ("Global+scale1,2", {"identity_removal": False, "scales": [1, 2]}),
+    ("Global+scale1,2+RI", {"identity_removal": True, "scales": [1, 2]}),
+    ("Global+scale1,2,3", {"identity_removal": False, "scales": [1, 2, 3]}),
+    ("Global+scale1,2,3+RI", {"identity_removal": True, "scales": [1, 2, 3]}),
+]
+
+
+@dataclass
+class FoldResult:
+    subject: str
+    y_true: np.ndarray
+    y_pred: np.ndarray
+    seconds: float
+    probs: np.ndarray | None = None
+    heatmaps: np.ndarray | None = None
+    epochs: int | None = None
+    index: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # positions in the full set
+
+
+def fold_subjects(data: PairSet, max_folds: int) -> list[str]:
+    subs = data.subject_list()
+    return subs[:max_folds] if max_folds else subs
+
+
+def with_model(cfg: TrainConfig, **changes: Any) -> TrainConfig:
+    model = ModelConfig.model_validate({**cfg.model.model_dump(), **changes})
+    return cfg.model_copy(update={"model": model})
+
+
+def _nested_epochs(cfg: TrainConfig, tr: PairSet, fold_seed: int, device: torch.device) -> int:
+    subs = tr.subject_list()
+    rng = np.random.default_rng(fold_seed)
+    k = min(cfg.eval.nested_val_subjects, max(1, len(subs) - 1))
+    val = set(rng.choice(subs, size=k, replace=False).tolist())
+    inner, held = tr.select_subjects(set(subs) - val), tr.select_subjects(val)
+    model = create_model(cfg.model)
+    f1s: list[float] = []
+
+    def on_epoch(stage: str, _epoch: int, _m: dict[str, float]) -> None:
+        if stage == "joint":
+            p, _ = predict(model, held, device)
+            f1s.append(scores(held.labels, p.argmax(1), cfg.model.num_classes)["macro_f1"])
+
+    train(cfg, inner, device=device, progress=False, model=model, on_epoch=on_epoch)
+    return int(np.argmax(f1s)) + 1 if f1s else cfg.joint.epochs
+
+
+def run_mfvan_fold(cfg: TrainConfig, data: PairSet, subject: str, device: torch.device, progress: bool) -> FoldResult:
+    t0 = time.perf_counter()
+    test_idx = np.flatnonzero(data.subjects == subject)
+    tr, te = data.select_subjects(set(data.subject_list()) - {subject}), data.take(test_idx)
+    epochs = cfg.joint.epochs
+    if cfg.eval.protocol == "nested":
+        epochs = _nested_epochs(cfg, tr, cfg.seed + hash_subject(subject), device)
+    model = train(cfg, tr, device=device, progress=progress, joint_epochs=epochs)
+    probs, heat = predict(model, te, device)
+    return FoldResult(subject, te.labels, probs.argmax(1), time.perf_counter() - t0, probs, heat, epochs, test_idx)
+
+
+def run_baseline_fold(fit: Callable[..., Callable[[PairSet], np.ndarray]], data: PairSet, subject: str, seed: int) -> FoldResult:
+    t0 = time.perf_counter()
+    test_idx = np.flatnonzero(data.subjects == subject)
+    tr, te = data.select_subjects(set(data.subject_list()) - {subject}), data.take(test_idx)
+    pred = fit(tr, seed=seed)(te)
+    return FoldResult(subject, te.labels, np.asarray(pred), time.perf_counter() - t0, index=test_idx)
+
+
+def hash_subject(subject: str) -> int:
+    return sum((i + 1) * ord(c) for i, c in enumerate(subject)) % 100_003
+
+
+def run_folds(
+    name: str,
+    subjects: list[str],
+    one_fold: Callable[[str], FoldResult],
+    fold_dir: Path | None,
+    progress: bool,
+    log: Callable[[str], None] = print,
+) -> list[FoldResult]:
+    """Run (or reload) every fold of one model; log each fold's time and accuracy."""
+    results = []
+    for subject in tqdm(subjects, desc=f"LOSO {name}", disable=not progress):
+        path = fold_dir / f"{subject}.npz" if fold_dir else None
+        if path is not None and path.exists():
+            with np.load(path, allow_pickle=False) as z:
+                r = FoldResult(
+                    subject, z["y_true"], z["y_pred"], float(z["seconds"]),
+                    z["probs"] if "probs" in z else None, z["heatmaps"] if "heatmaps" in z else None,
+                    int(z["epochs"]) if "epochs" in z else None, z["index"],
+                )
+        else:
+            r = one_fold(subject)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                arrays: dict[str, Any] = {"y_true": r.y_true, "y_pred": r.y_pred, "seconds": r.seconds, "index": r.index}
+                if r.probs is not None:
+                    arrays["probs"], arrays["heatmaps"] = r.probs, r.heatmaps
+                if r.epochs is not None:
+                    arrays["epochs"] = r.epochs
+                tmp = path.with_suffix(".tmp.npz")
+                np.savez(tmp, **arrays)
+                tmp.replace(path)
+        acc = float((r.y_true == r.y_pred).mean()) if len(r.y_true) else float("nan")
+        log(f"{name} fold {subject}: n={len(r.y_true)} acc={acc:.3f} time={r.seconds:.1f}s")
+        results.append(r)
+    return results
+
+
+def pooled(results: list[FoldResult], num_classes: int) -> dict[str, Any]:
+    y_true = np.concatenate([r.y_true for r in results]) if results else np.zeros(0, np.int64)
+    y_pred = np.concatenate([r.y_pred for r in results]) if results else np.zeros(0, np.int64)
+    s = scores(y_true, y_pred, num_classes)
+    s["fold_seconds_mean"] = float(np.mean([r.seconds for r in results])) if results else float("nan")
+    s["total_seconds"] = float(sum(r.seconds for r in results))
+    s["folds"] = [
+        {"subject": r.subject, **{k: v for k, v in scores(r.y_true, r.y_pred, num_classes).items() if k in ("n", "accuracy", "macro_f1")},
+         "seconds": round(r.seconds, 2), **({"epochs": r.epochs} if r.epochs is not None else {})}
+        for r in results
+    ]
+    return s

@@ -210,3 +210,62 @@ def test_corrupt_artefact_refuses_to_start_with_rebuild_hint(tmp_path: Path, art
     cfg = cfg.model_copy(update={"artefact": str(tmp_path / "spec")})
     assert run(cfg, threading.Event()) == 2
     assert "want float [B, 3, 96, 96]" in " ".join(r.message for r in caplog.records)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_prometheus_metrics_count_pairs_results_drops(tmp_path: Path, artefact: Path) -> None:
+    import urllib.request
+
+    port = _free_port()
+    onset, apex = face_pairs(3)
+    with Engine(tmp_path, artefact, metrics_port=port) as eng:
+        for i in range(3):
+            eng.push.send_multipart(encode_pair(pair(i, onset[i]), onset[i], apex[i]))
+        eng.push.send_multipart([b"MFV2", b"x"])
+        eng.wait_for(lambda h, _a: isinstance(h, Result), n=3, timeout=20)
+        time.sleep(0.2)  # the drop is counted within the same loop turn; give it one
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    assert values["mfvan_engine_pairs_in_total"] == 3
+    assert values["mfvan_engine_results_out_total"] == 3
+    assert values['mfvan_engine_dropped_total{reason="version"}'] == 1
+    assert values["mfvan_engine_batch_size_count"] >= 1 and values["mfvan_engine_batch_size_sum"] == 3
+    assert values["mfvan_engine_pair_latency_seconds_count"] == 3
+
+
+def test_run_in_a_spawned_process_stops_on_its_event(tmp_path: Path, artefact: Path) -> None:
+    """How mfvan-streamd embeds the engine: spawn context, multiprocessing.Event."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    cfg = EngineConfig(
+        artefact=str(artefact), pair_endpoint=f"ipc://{tmp_path}/sp", pub_endpoint=f"ipc://{tmp_path}/sq",
+        engine_id="spawned", heartbeat_s=0.1, intra_op_threads=1,
+    )
+    zctx = zmq.Context()
+    sub = zctx.socket(zmq.SUB)
+    sub.linger = 0
+    sub.subscribe(b"")
+    sub.connect(cfg.pub_endpoint)
+    proc = ctx.Process(target=run, args=(cfg, stop))
+    proc.start()
+    try:
+        assert sub.poll(60_000), "no heartbeat from the spawned engine"
+        topic_, hb, _ = decode(sub.recv_multipart(), has_topic=True)
+        assert topic_ in (b"hb/spawned/", b"status/spawned/")
+        stop.set()
+        proc.join(20)
+        assert proc.exitcode == 0
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        sub.close(0)
+        zctx.term()

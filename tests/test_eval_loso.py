@@ -15,35 +15,14 @@ from trainer.evaluate import protocol
 from trainer.evaluate.loso import load_pairs_npz, main, run_loso, save_pairs
 from trainer.evaluate.metrics import scores
 from trainer.train import PairSet
+from trainer.train.toy import toy_pairs
 
 torch.set_num_threads(1)
 S = 32
 
 
 def toy(n_subjects: int = 3, per_class: int = 3, seed: int = 0, frames: int = 2) -> PairSet:
-    """Class c moves a bright blob into region c over the onset..apex sequence."""
-    rng = np.random.default_rng(seed)
-    spots = [(4, 4), (4, 20), (20, 12)]
-    o_, a_, y_, s_, c_, f_, w_ = [], [], [], [], [], [], []
-    for s in range(n_subjects):
-        face = rng.integers(40, 200, (S, S, 3)).astype(np.float32)
-        for c in range(3):
-            for k in range(per_class):
-                seq = []
-                for t in range(frames + 2):
-                    img = np.clip(face + rng.normal(0, 3, face.shape), 0, 255)
-                    y, x = spots[c]
-                    img[y : y + 8, x : x + 8] += 50 * t / (frames + 1)
-                    seq.append(np.clip(img, 0, 255).astype(np.uint8))
-                idx = len(y_)
-                o_.append(seq[0])
-                a_.append(seq[-1])
-                f_.extend(seq[1:-1])
-                w_.extend([idx] * frames)
-                y_.append(c)
-                s_.append(f"sub{s:02d}")
-                c_.append(f"sub{s:02d}/e{c}{k}")
-    return PairSet(np.stack(o_), np.stack(a_), np.array(y_), np.array(s_), c_, ["negative", "positive", "surprise"], np.stack(f_), np.array(w_))
+    return toy_pairs(n_subjects, per_class, seed, frames, size=S)
 
 
 def tiny_cfg(epochs: int = 3, protocol_: str = "fixed_epochs") -> TrainConfig:

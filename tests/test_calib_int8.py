@@ -105,3 +105,34 @@ def test_int8_without_enough_held_out_pairs_refuses_unless_forced(tmp_path: Path
     assert main([*base, "--calib", str(tmp_path / "few.npz"), "--out", str(tmp_path / "z"), "--force"]) == 0
     m = load_artefact(tmp_path / "z").manifest
     assert m.calibration.report is None and m.calibration.pairs == 6 and "calibration_report.json" not in m.files
+
+
+def test_recorder_keeps_valid_pairs_from_the_wire(tmp_path: Path) -> None:
+    import threading
+
+    import zmq
+
+    from calibration.record import record
+    from engine.protocol import Pair, array_spec, encode_pair
+
+    on, ap = face_pairs(5)
+    endpoint = f"ipc://{tmp_path}/rec"
+    ctx = zmq.Context()
+    result: list = []
+    t = threading.Thread(target=lambda: result.append(record(endpoint, 4, LABELS, ctx=ctx, progress=False)))
+    t.start()
+    push = ctx.socket(zmq.PUSH)
+    push.linger = 1000
+    push.connect(endpoint)
+    push.send_multipart([b"JUNK", b""])
+    for i in range(5):
+        hdr = Pair(camera="cam2", track=i % 2, seq=i, onset_index=0, apex_index=1, offset_index=2, onset_ts_ns=0,
+                   apex_ts_ns=0, spotted_ns=0, score=1.0, crop=array_spec(on[i]))
+        push.send_multipart(encode_pair(hdr, on[i], ap[i]))
+    t.join(20)
+    push.close()
+    ctx.term()
+    pairs, dropped = result[0]
+    assert len(pairs) == 4 and dropped == {"version": 1}
+    np.testing.assert_array_equal(pairs.apex, ap[:4])
+    assert set(pairs.subjects) == {"cam2:0", "cam2:1"} and (pairs.labels == -1).all()

@@ -17,6 +17,8 @@ from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor
 from streamer.spotting.spotter import Event, MotionMeter, TrackSpotter
 
+INTEROCULAR_112 = 35.24  # eye distance of the ArcFace template in a 112-pixel crop
+
 
 def make_detector(cfg: FacesConfig, threads: int = 1):
     """The configured face backend as a callable frame → list[Face]."""
@@ -70,11 +72,12 @@ class Pipeline:
         if sp is None:
             c = self.spot_cfg
             floor = NoiseFloor(c.mad_c, window=max(64, round(c.floor_window_s * self.fps)),
-                               warmup=max(16, round(c.warmup_s * self.fps)), seed=self.noise_seed)
+                               warmup=max(8, round(c.warmup_s * self.fps)), seed=self.noise_seed)
             fixed = None if self.fixed is None else self.fixed.get(track, float("inf"))
             sp = TrackSpotter(track, self.fps, self.k, self.meter, floor, c.micro_min_ms, c.micro_max_ms,
                               c.edge_fraction, c.max_episode_s, fixed_threshold=fixed, keep_crops=self.keep_crops,
-                              end_fraction=c.end_fraction)
+                              end_fraction=c.end_fraction,
+                              micro_max_score=c.micro_max_disp * INTEROCULAR_112 * c.spot_size / 112.0)
             sp.record = self.record
             self.spotters[track] = sp
             self.stats.tracks += 1
@@ -125,7 +128,7 @@ class Pipeline:
         out = {"frames": self.stats.frames, "breaks": self.stats.breaks, "tracks": self.stats.tracks,
                "detections": self.tracker.stats.detections, "reanchors": self.tracker.stats.reanchors,
                "lost": self.tracker.stats.lost, "flows": self.meter.flows}
-        for name in ("micro", "macro", "too_short", "invalid"):
+        for name in ("micro", "macro", "too_short", "invalid", "blinks"):
             out[name] = sum(getattr(sp.stats, name) for sp in self.spotters.values())
         return out
 

@@ -45,9 +45,10 @@ class SpotterConfig(Section):
     threshold: Literal["online", "published"] = "online"
     mad_c: float = Field(6.0, gt=0, description="online threshold = running median + c*MAD")
     published_p: float = Field(0.5, ge=0, le=1, description="offline rule mean + p*(max-mean)")
-    warmup_s: float = Field(1.0, ge=0, description="noise floor learning before events may fire")
+    warmup_s: float = Field(0.3, ge=0, description="noise floor learning before events may fire (at least 8 frames)")
     micro_min_ms: float = Field(65.0, gt=0)
     micro_max_ms: float = Field(500.0, gt=0)
+    micro_max_disp: float = Field(0.03, gt=0, description="micro events are subtle: a peak ROI displacement above this fraction of the inter-ocular distance makes an episode macro")
     edge_fraction: float = Field(0.1, gt=0, lt=1, description="onset/offset where score crosses this fraction of peak (never below the noise threshold)")
     end_fraction: float = Field(0.25, gt=0, lt=1, description="an episode ends once the score stays below this fraction of its peak")
     spot_size: int = Field(112, ge=32, le=256, description="side of the grey crops the spotter's optical flow runs on")

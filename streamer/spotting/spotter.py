@@ -17,7 +17,9 @@ How it avoids the pitfalls of the plain MEGC recipe (DESIGN §3):
 * Interval placement: onset and offset are where r crosses floor + f·(peak − floor) on each
   side of the apex (r's maximum), not apex ± k.
 * Kind: the length of the *whole* episode decides, so a macro-expression's rise cannot pass
-  as a micro-event: 65–500 ms is micro, longer is macro, shorter is rejected. An episode that
+  as a micro-event: 65–500 ms is micro, longer is macro, shorter is rejected. Amplitude
+  decides too: a micro-expression is subtle, so an episode whose peak displacement exceeds
+  `micro_max_disp` of the inter-ocular distance is macro whatever its length. An episode that
   never returns within `max_episode_s` (an expression change that is held) is a macro event.
 * A sensor gap, a ring overrun, a track re-anchor or a new track breaks continuity: the open
   episode is dropped (counted as invalid) and the crop history restarts.
@@ -43,6 +45,8 @@ ROIS_112 = {
     "mouth_r": (56, 78, 86, 104),
 }
 FACE_112 = (18, 24, 94, 108)
+ROI_NAMES = tuple(ROIS_112)
+EYES = np.array([n.startswith("eye") for n in ROI_NAMES])
 
 
 @dataclass
@@ -77,6 +81,7 @@ class SpotterStats:
     micro: int = 0
     macro: int = 0
     too_short: int = 0
+    blinks: int = 0  # short eye-only episodes: blinks are not expressions (MEGC)
     invalid: int = 0  # episodes broken by a gap, overrun, re-anchor or lost track
     flows: int = 0
 
@@ -92,19 +97,34 @@ class MotionMeter:
         self.face = tuple(round(v * s) for v in FACE_112)
         self.flows = 0
 
-    def measure(self, a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
-        """(largest ROI mean-flow magnitude after removing the face's median flow, its ROI)."""
+    def measure_rois(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Mean-flow magnitude per ROI (order of ROI_NAMES) after removing the face's median flow."""
         flow = self.dis.calc(a, b, None)
         self.flows += 1
         x0, y0, x1, y1 = self.face
         glob = np.median(flow[y0:y1:3, x0:x1:3].reshape(-1, 2), axis=0)
-        best, best_name = 0.0, ""
-        for name, (rx0, ry0, rx1, ry1) in self.rois.items():
+        out = np.empty(len(self.rois), np.float32)
+        for i, (rx0, ry0, rx1, ry1) in enumerate(self.rois.values()):
             v = flow[ry0:ry1, rx0:rx1].reshape(-1, 2).mean(axis=0) - glob
-            m = float(np.hypot(v[0], v[1]))
-            if m > best:
-                best, best_name = m, name
-        return best, best_name
+            out[i] = np.hypot(v[0], v[1])
+        return out
+
+    def measure(self, a: np.ndarray, b: np.ndarray) -> tuple[float, str]:
+        """(largest ROI motion, its ROI name)."""
+        m = self.measure_rois(a, b)
+        i = int(np.argmax(m))
+        return float(m[i]), ROI_NAMES[i]
+
+
+def is_blink(rois: np.ndarray, dominance: float = 2.0) -> bool:
+    """Both eyes move and each moves `dominance`× more than any brow or mouth ROI.
+
+    Why: a blink is the largest fast motion in a calm face and lasts 100–400 ms, exactly a
+    micro-expression's length, but it is not an expression (MEGC does not annotate blinks).
+    Expressions that involve the lids (AU5-7) move the brows or cheeks/mouth as well.
+    """
+    eyes, rest = rois[EYES], rois[~EYES]
+    return bool(eyes.min() > dominance * rest.max())
 
 
 @dataclass
@@ -121,12 +141,15 @@ class TrackSpotter:
     def __init__(self, track: int, fps: float, k: int, meter: MotionMeter, floor: NoiseFloor,
                  micro_min_ms: float = 65.0, micro_max_ms: float = 500.0, edge_fraction: float = 0.25,
                  max_episode_s: float = 4.0, hold: int | None = None, fixed_threshold: float | None = None,
-                 keep_crops: bool = True, end_fraction: float = 0.25):
+                 keep_crops: bool = True, end_fraction: float = 0.25, micro_max_score: float = float("inf"),
+                 reject_blinks: bool = True):
         self.track, self.fps, self.k = track, fps, k
         self.meter, self.floor = meter, floor
         self.micro_min_ms, self.micro_max_ms = micro_min_ms, micro_max_ms
         self.edge_fraction = edge_fraction
         self.end_fraction = end_fraction
+        self.micro_max_score = micro_max_score
+        self.reject_blinks = reject_blinks
         self.max_episode = int(round(max_episode_s * fps))
         self.hold = hold if hold is not None else max(3, k // 4)
         self.fixed_threshold = fixed_threshold
@@ -138,7 +161,6 @@ class TrackSpotter:
         self.a_series: list[tuple[int, float]] = []  # (index, a) when recording for offline rules
         self.record = False
         self.refractory = 0
-        self._settle = 0
         self.episode: dict | None = None
         self.stats = SpotterStats()
 
@@ -165,12 +187,8 @@ class TrackSpotter:
             self.a_series.append((index, a))
         ready = self.fixed_threshold is not None or self.floor.ready
         if self.refractory > 0:
-            # settling after an episode: at least k frames (a(t) then compares an expressive
-            # frame with a neutral one), and on while the face is still moving (a slow tail)
+            # k frames after an episode a(t) compares an expressive frame with a neutral one
             self.refractory -= 1
-            if self.refractory == 0 and ready and a > self.threshold and self._settle < self.max_episode:
-                self.refractory = 1
-            self._settle += 1
             return None
         if ready and a > self.threshold:
             self._start()
@@ -181,21 +199,27 @@ class TrackSpotter:
     def _start(self) -> None:
         ref = self.ring[-1 - self.k]
         slots = list(self.ring)[-1 - self.k:]
-        r = [0.0] + [self.meter.measure(ref.grey, s.grey)[0] for s in slots[1:]]
-        self.episode = {"ref": ref, "slots": slots, "r": r, "roi": "", "quiet": 0, "peak": max(r)}
+        rois = [np.zeros(len(ROI_NAMES), np.float32)] + [self.meter.measure_rois(ref.grey, s.grey) for s in slots[1:]]
+        r = [float(v.max()) for v in rois]
+        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "peak": max(r)}
 
     def _follow(self) -> Event | None:
         ep = self.episode
         cur = self.ring[-1]
-        r, roi = self.meter.measure(ep["ref"].grey, cur.grey)
+        rois = self.meter.measure_rois(ep["ref"].grey, cur.grey)
+        r = float(rois.max())
         ep["slots"].append(cur)
         ep["r"].append(r)
-        if r > ep["peak"]:
-            ep["peak"], ep["roi"] = r, roi
-        # back at the reference: below the floor, or below the level that places the offset
-        # (a long episode accumulates alignment drift that keeps r above a k-frame floor)
+        ep["rois"].append(rois)
+        ep["peak"] = max(ep["peak"], r)
+        # back at the reference: below the floor or below end_fraction of the peak (a long
+        # episode accumulates alignment drift that keeps r above a k-frame floor), and still:
+        # a slow return (a macro-expression's tail) is not over while r keeps falling
         end_level = self.floor.median + self.end_fraction * (ep["peak"] - self.floor.median)
-        ep["quiet"] = ep["quiet"] + 1 if r < max(self.threshold, end_level) else 0
+        low = r < max(self.threshold, end_level)
+        recent = ep["r"][-self.hold:]
+        still = len(recent) < self.hold or max(recent) - min(recent) < max(self.threshold - self.floor.median, 1e-6)
+        ep["quiet"] = ep["quiet"] + 1 if low and still else 0
         if ep["quiet"] >= self.hold:
             return self._finish(returned=True)
         if len(ep["r"]) > self.max_episode:
@@ -217,7 +241,6 @@ class TrackSpotter:
         ep = self.episode
         self.episode = None
         self.refractory = self.k
-        self._settle = 0
         r = np.asarray(ep["r"], np.float64)
         slots = ep["slots"]
         apex = int(np.argmax(r))
@@ -240,12 +263,19 @@ class TrackSpotter:
         if not returned and dur_ms <= self.micro_max_ms:
             self.stats.invalid += 1  # the stream ended inside a short episode: unknown kind
             return None
-        kind = "micro" if returned and dur_ms <= self.micro_max_ms else "macro"
+        apex_rois = ep["rois"][apex]
+        roi = ROI_NAMES[int(np.argmax(apex_rois))]
+        if self.reject_blinks and is_blink(apex_rois) and dur_ms <= self.micro_max_ms:
+            self.stats.blinks += 1
+            return None
+        # micro-expressions are short AND subtle: a strong episode is macro whatever its length
+        subtle = float(r[apex]) <= self.micro_max_score
+        kind = "micro" if returned and dur_ms <= self.micro_max_ms and subtle else "macro"
         if kind == "micro":
             self.stats.micro += 1
         else:
             self.stats.macro += 1
         return Event(self.track, s_on.index, s_apex.index, s_off.index, s_on.ts_ns, s_apex.ts_ns, s_off.ts_ns,
-                     float(r[apex] - base), kind, ep["roi"],
+                     float(r[apex] - base), kind, roi,
                      onset_crop=s_on.bgr if kind == "micro" else None,
                      apex_crop=s_apex.bgr if kind == "micro" else None)

@@ -1,0 +1,193 @@
+"""`mfvan-eval spot`: spotted intervals against annotations with the MEGC protocol.
+
+A detection is a hit when its interval has IoU ≥ 0.5 with a ground-truth interval of the
+same video (each ground truth matched at most once, best IoU first); precision, recall and F1
+are pooled over all videos (MEGC2019–2022 spotting). Micro and macro are scored separately
+and together, as the MEGC spotting challenges do.
+
+The corpus is a CASME II-layout tree (`ROOT/subXX/CLIP/imgN.ext`) and an annotation table
+(csv or xlsx) with columns subject, clip, onset, apex, offset and kind (micro|macro); frame
+numbers are those in the file names, as in CASME II.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+Interval = tuple[int, int]
+
+
+def iou(a: Interval, b: Interval) -> float:
+    inter = min(a[1], b[1]) - max(a[0], b[0]) + 1
+    if inter <= 0:
+        return 0.0
+    return inter / ((a[1] - a[0] + 1) + (b[1] - b[0] + 1) - inter)
+
+
+@dataclass
+class Score:
+    tp: int = 0
+    n_pred: int = 0
+    n_gt: int = 0
+
+    @property
+    def precision(self) -> float:
+        return self.tp / self.n_pred if self.n_pred else 0.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / self.n_gt if self.n_gt else 0.0
+
+    @property
+    def f1(self) -> float:
+        p, r = self.precision, self.recall
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    def as_dict(self) -> dict:
+        return {"tp": self.tp, "n_pred": self.n_pred, "n_gt": self.n_gt, "precision": round(self.precision, 4),
+                "recall": round(self.recall, 4), "f1": round(self.f1, 4)}
+
+
+def match(gt: list[Interval], pred: list[Interval], threshold: float = 0.5) -> int:
+    """Hits: one-to-one, greedy on IoU (highest first), IoU ≥ threshold."""
+    pairs = sorted(((iou(g, p), i, j) for i, g in enumerate(gt) for j, p in enumerate(pred)), reverse=True)
+    used_g, used_p, hits = set(), set(), 0
+    for v, i, j in pairs:
+        if v < threshold:
+            break
+        if i in used_g or j in used_p:
+            continue
+        used_g.add(i)
+        used_p.add(j)
+        hits += 1
+    return hits
+
+
+def score(gt: dict[str, list[Interval]], pred: dict[str, list[Interval]], threshold: float = 0.5) -> Score:
+    s = Score()
+    for video in set(gt) | set(pred):
+        g, p = gt.get(video, []), pred.get(video, [])
+        s.tp += match(g, p, threshold)
+        s.n_gt += len(g)
+        s.n_pred += len(p)
+    return s
+
+
+def read_annotations(path: Path) -> list[dict]:
+    """Rows as dicts with lower-case keys (csv or xlsx)."""
+    if path.suffix.lower() in (".xlsx", ".xlsm"):
+        from openpyxl import load_workbook
+
+        ws = load_workbook(path, read_only=True, data_only=True).active
+        rows = list(ws.iter_rows(values_only=True))
+        head = [str(h).strip().lower() for h in rows[0]]
+        return [dict(zip(head, r, strict=False)) for r in rows[1:] if any(v is not None for v in r)]
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [{k.strip().lower(): v for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _subject_dir(root: Path, subject: object) -> Path:
+    s = str(subject).strip()
+    for cand in (s, f"sub{s}", f"sub{s.zfill(2)}", f"s{s}"):
+        if (root / cand).is_dir():
+            return root / cand
+    return root / f"sub{s.zfill(2)}"
+
+
+def ground_truth(rows: list[dict], root: Path) -> dict[str, list[tuple[Interval, str]]]:
+    out: dict[str, list[tuple[Interval, str]]] = defaultdict(list)
+    for r in rows:
+        clip_key = next((k for k in ("clip", "filename", "episode", "video") if r.get(k) not in (None, "")), None)
+        if clip_key is None:
+            raise ValueError("annotation rows need a clip (or filename) column")
+        folder = _subject_dir(root, r.get("subject", "")) / str(r[clip_key]).strip()
+        kind = str(r.get("kind") or r.get("type") or "micro").strip().lower()
+        kind = "macro" if kind.startswith("macro") else "micro"
+        onset, offset = int(float(r["onset"])), int(float(r.get("offset") or r["onset"]))
+        out[str(folder)].append(((onset, offset), kind))
+    return out
+
+
+_NUM = re.compile(r"(\d+)(?!.*\d)")
+
+
+def frame_numbers(folder: Path) -> list[int]:
+    from streamer.capture import FolderSource
+
+    return [int(m.group(1)) if (m := _NUM.search(p.stem)) else i + 1
+            for i, p in enumerate(FolderSource(folder, 1.0).paths)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from engine.config.cli import add_config_args, config_from_args
+    from engine.config.streamd import StreamdConfig
+
+    p = argparse.ArgumentParser(prog="mfvan-eval spot", description="Score the spotter on an annotated corpus "
+                                "(MEGC protocol: a hit is IoU >= 0.5; precision, recall, F1).")
+    p.add_argument("--root", required=True, help="corpus root (CASME II layout: subXX/CLIP/imgN.ext)")
+    p.add_argument("--annotations", required=True, help="csv/xlsx with subject, clip, onset, apex, offset, kind")
+    p.add_argument("--fps", type=float, default=200.0, help="frame rate of the frame folders")
+    p.add_argument("--limit", type=int, default=0, help="only the first N clips (0 = all)")
+    p.add_argument("--threshold", choices=["online", "published"], help="override spotter.threshold")
+    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--out", help="write every clip's events and the scores here (JSON)")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    add_config_args(p)
+    args = p.parse_args(argv)
+    cfg = config_from_args(args, StreamdConfig, {"spotter": {"threshold": args.threshold}} if args.threshold else None)
+    root = Path(args.root)
+    try:
+        gt_all = ground_truth(read_annotations(Path(args.annotations)), root)
+    except (OSError, ValueError, KeyError) as exc:
+        print(f"mfvan-eval spot: {args.annotations}: {exc}", file=sys.stderr)
+        return 2
+    clips = sorted(gt_all)
+    if args.limit:
+        clips = clips[: args.limit]
+    missing = [c for c in clips if not Path(c).is_dir()]
+    if missing:
+        print(f"mfvan-eval spot: {len(missing)} annotated clip folder(s) missing, e.g. {missing[0]}", file=sys.stderr)
+        return 2
+    from tqdm import tqdm
+
+    from streamer.pipeline import make_detector
+    from streamer.spot_cli import spot_video
+
+    detector = make_detector(cfg.faces)
+    gt = {"micro": {}, "macro": {}, "all": {}}
+    pred = {"micro": {}, "macro": {}, "all": {}}
+    per_clip = {}
+    for clip in tqdm(clips, desc="clips", unit="clip"):
+        numbers = frame_numbers(Path(clip))
+        events, counters, _ = spot_video(clip, cfg, args.fps, detector=detector)
+        ivs = [((numbers[e.onset], numbers[e.offset]), e.kind) for e in events]
+        per_clip[clip] = {"events": [e.to_json() for e in events], "counters": counters}
+        for kind in ("micro", "macro"):
+            gt[kind][clip] = [iv for iv, k in gt_all[clip] if k == kind]
+            pred[kind][clip] = [iv for iv, k in ivs if k == kind]
+        gt["all"][clip] = [iv for iv, _ in gt_all[clip]]
+        pred["all"][clip] = [iv for iv, _ in ivs]
+    scores = {kind: score(gt[kind], pred[kind], args.iou).as_dict() for kind in ("micro", "macro", "all")}
+    result = {"clips": len(clips), "threshold": cfg.spotter.threshold, "iou": args.iou, "scores": scores}
+    if args.out:
+        Path(args.out).write_text(json.dumps({**result, "per_clip": per_clip}, indent=1))
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        print(f"{len(clips)} clips, threshold={cfg.spotter.threshold}, hit = IoU >= {args.iou}")
+        print(f"{'kind':<6} {'GT':>5} {'pred':>5} {'TP':>5} {'P':>6} {'R':>6} {'F1':>6}")
+        for kind, s in scores.items():
+            print(f"{kind:<6} {s['n_gt']:>5} {s['n_pred']:>5} {s['tp']:>5} {s['precision']:>6.3f} "
+                  f"{s['recall']:>6.3f} {s['f1']:>6.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

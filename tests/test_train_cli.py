@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,3 +48,19 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as ex:
         main(["--config", str(tmp_path / "bad.yaml")])
     assert ex.value.code == 2
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="torchrun not installed")
+def test_ddp_two_cpu_ranks_with_torchrun(tmp_path: Path) -> None:
+    """The DDP path for real: 2 Gloo ranks on the CPU, rank 0 writes the checkpoints."""
+    save_pairs(tmp_path / "p.npz", toy_pairs(n_subjects=3, per_class=3))  # 27 pairs: uneven split
+    (tmp_path / "c.yaml").write_text(CFG)
+    torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", "-m", "trainer.train_cli", "--config", str(tmp_path / "c.yaml"),
+           "--pairs", str(tmp_path / "p.npz"), "--out", str(tmp_path / "run"), "--threads", "1", "--no-progress",
+           "--export", str(tmp_path / "m.ckpt")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stderr.count("joint epoch 2") == 1  # only rank 0 reports and saves
+    assert load_checkpoint(tmp_path / "run" / "joint.ckpt")["epoch"] == 2
+    load_model(tmp_path / "m.ckpt")

@@ -7,7 +7,7 @@ Stages: pretrain (teacher reconstructs every frame, Eq. 1) -> remove (teacher + 
 apex -> onset, Eqs. 2-4) -> joint (Eq. 9). Each writes `<out>/<stage>.ckpt` after every
 epoch; rerunning the same command resumes where it stopped (`--no-resume` starts over).
 
-Several GPUs (DDP):  torchrun --nproc_per_node=4 -m trainer.train_cli --device cuda ...
+Several GPUs (DDP):  torchrun --standalone --nproc_per_node=4 -m trainer.train_cli --device cuda ...
 (each rank trains on its shard of every epoch; rank 0 writes checkpoints).
 """
 

@@ -85,7 +85,9 @@ def _run_stage(
     for epoch in range(start, scfg.epochs):
         torch.manual_seed(cfg.seed * 1_000_003 + stage_idx * 10_007 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + stage_idx * 101 + epoch)
-        order = torch.randperm(n, generator=gen).numpy()[d.rank :: d.world]
+        order = torch.randperm(n, generator=gen).numpy()
+        # every rank gets the same number of samples (hence batches): DDP hangs otherwise
+        order = order[: len(order) - len(order) % d.world][d.rank :: d.world]
         model.train()
         sums: dict[str, float] = {}
         batches = [order[i : i + bs] for i in range(0, len(order), bs)]

@@ -161,6 +161,7 @@ class TrackSpotter:
         self.a_series: list[tuple[int, float]] = []  # (index, a) when recording for offline rules
         self.record = False
         self.refractory = 0
+        self._last_ref = None
         self.episode: dict | None = None
         self.stats = SpotterStats()
 
@@ -172,6 +173,7 @@ class TrackSpotter:
         if self.episode is not None:
             self.stats.invalid += 1
         self.episode = None
+        self._last_ref = None
         self.ring.clear()
         self.refractory = 0
 
@@ -191,10 +193,26 @@ class TrackSpotter:
             self.refractory -= 1
             return None
         if ready and a > self.threshold:
+            if self._returning(ref.grey, grey):
+                self.refractory = self.hold
+                return None
             self._start()
             return None
         self.floor.add(a)
         return None
+
+    def _returning(self, before: np.ndarray, now: np.ndarray) -> bool:
+        """Is this motion the face still coming back to the last episode's neutral reference?
+
+        A macro-expression's slow tail can outlast the episode end and the refractory period;
+        without this check it would start a new episode from a half-returned face that then
+        never "returns". Motion toward the old reference is a tail, not a new event.
+        """
+        if self._last_ref is None:
+            return False
+        d_now = self.meter.measure(self._last_ref, now)[0]
+        d_before = self.meter.measure(self._last_ref, before)[0]
+        return d_now < d_before
 
     def _start(self) -> None:
         ref = self.ring[-1 - self.k]
@@ -241,6 +259,7 @@ class TrackSpotter:
         ep = self.episode
         self.episode = None
         self.refractory = self.k
+        self._last_ref = ep["ref"].grey if returned else None
         r = np.asarray(ep["r"], np.float64)
         slots = ep["slots"]
         apex = int(np.argmax(r))

@@ -31,7 +31,7 @@ class CaptureConfig(Section):
 
 class FacesConfig(Section):
     detector: Literal["retinaface", "insightface", "mediapipe"] = "retinaface"
-    detect_every: int = Field(10, ge=1, description="run the detector every N frames (track in between)")
+    detect_every: int = Field(20, ge=1, description="run the detector every N frames (track in between); 20 at 200 fps = 10 Hz")
     detect_width: int = Field(320, ge=64, description="detector input width (frames are downscaled)")
     score_threshold: float = Field(0.8, ge=0, le=1)
     max_faces: int = Field(8, ge=1, le=64)

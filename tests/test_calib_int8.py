@@ -136,3 +136,28 @@ def test_recorder_keeps_valid_pairs_from_the_wire(tmp_path: Path) -> None:
     assert len(pairs) == 4 and dropped == {"version": 1}
     np.testing.assert_array_equal(pairs.apex, ap[:4])
     assert set(pairs.subjects) == {"cam2:0", "cam2:1"} and (pairs.labels == -1).all()
+
+
+def test_pairs_from_a_casme2_layout_corpus(tmp_path: Path) -> None:
+    """The corpus path: annotation file → onset/apex frames → the streamer's detector+aligner."""
+    import cv2
+
+    from trainer.media import local_stills
+
+    stills = sorted(local_stills().values())
+    rows = ["subject,clip,onset,apex,offset,label,kind,fps"]
+    for i, still in enumerate(stills, start=1):
+        img = cv2.imread(str(still))
+        clip = tmp_path / f"sub{i:02d}" / f"EP0{i}_01"
+        clip.mkdir(parents=True)
+        shifted = cv2.warpAffine(img, np.float32([[1, 0, 2], [0, 1, 1]]), img.shape[1::-1])
+        for n, frame in enumerate((img, img, shifted, img), start=1):
+            cv2.imwrite(str(clip / f"img{n}.png"), frame)
+        rows.append(f"{i:02d},EP0{i}_01,2,3,4,{LABELS[i % 3]},micro,200")
+        rows.append(f"{i:02d},EP0{i}_01,1,3,4,happiness,macro,200")  # macro rows are not calibration pairs
+    (tmp_path / "annotations.csv").write_text("\n".join(rows) + "\n")
+    pairs = collect(tmp_path, 112, LABELS)
+    assert len(pairs) == len(stills) and pairs.onset.shape[1:] == (112, 112, 3)
+    assert pairs.subjects == [f"sub{i:02d}" for i in range(1, len(stills) + 1)]
+    assert list(pairs.labels) == [i % 3 for i in range(1, len(stills) + 1)]
+    assert not np.array_equal(pairs.onset, pairs.apex)  # the apex frame really is the shifted one

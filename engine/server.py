@@ -107,7 +107,13 @@ class EngineServer:
     # -- sockets -----------------------------------------------------------------------------
     def open(self) -> None:
         ctx_in, self.pull, auth_in = _open(self.cfg, zmq.PULL, self.cfg.pair_endpoint)
-        ctx_out, self.pub, auth_out = _open(self.cfg, zmq.XPUB, self.cfg.pub_endpoint)
+        self._closers = [a for a in (auth_in,) if a is not None] + [ctx_in]
+        try:
+            ctx_out, self.pub, auth_out = _open(self.cfg, zmq.XPUB, self.cfg.pub_endpoint)
+        except BaseException:
+            self.pub = None
+            self.close()
+            raise
         self._closers = [a for a in (auth_in, auth_out) if a is not None] + [ctx_in, ctx_out]
         if self.cfg.metrics_port:
             self._http = self.metrics.serve(self.cfg.metrics_port)
@@ -297,7 +303,7 @@ def start(cfg: EngineConfig) -> EngineServer:
     probs, heat = backend.infer(zeros, zeros)  # warm-up, and the outputs must fit the manifest
     check_outputs(artefact, probs, heat, 1)
     server = EngineServer(cfg, artefact, backend)
-    server.open()
+    server.open()  # on failure it closes what it opened, backend included
     return server
 
 

@@ -269,3 +269,19 @@ def test_run_in_a_spawned_process_stops_on_its_event(tmp_path: Path, artefact: P
             proc.kill()
         sub.close(0)
         zctx.term()
+
+
+def test_endpoint_in_use_is_a_clean_start_failure(tmp_path: Path, artefact: Path, caplog) -> None:
+    port = _free_port()
+    zctx = zmq.Context()
+    squatter = zctx.socket(zmq.PUB)
+    squatter.linger = 0
+    squatter.bind(f"tcp://127.0.0.1:{port}")
+    cfg = EngineConfig(artefact=str(artefact), pair_endpoint=f"ipc://{tmp_path}/p", pub_endpoint=f"tcp://127.0.0.1:{port}")
+    caplog.set_level(logging.ERROR, logger="mfvan.engine")
+    try:
+        assert run(cfg, threading.Event()) == 2
+    finally:
+        squatter.close(0)
+        zctx.term()
+    assert "cannot open" in " ".join(r.message for r in caplog.records)

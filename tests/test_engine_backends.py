@@ -113,3 +113,30 @@ def test_torch_cuda_absent_is_a_clear_error(artefact) -> None:
         pytest.skip("CUDA is present")
     with pytest.raises(BackendUnavailable, match="CUDA"):
         load_backend(artefact, "torch", "fp16", device="cuda")
+
+
+def test_serving_and_benchmarking_need_no_torch(artefact) -> None:
+    """DESIGN §1: a host that only serves an engine must not need torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "import numpy as np, json\n"
+        "import engine.server\n"
+        "from engine.artefact import load_artefact\n"
+        "from engine.backends import load_backend, BackendUnavailable\n"
+        "a = load_artefact(sys.argv[1])\n"
+        "x = np.zeros((1, 3, 112, 112), np.float32)\n"
+        "print(load_backend(a, 'onnxruntime', threads=1).infer(x, x)[0].shape)\n"
+        "try:\n    load_backend(a, 'torch')\nexcept BackendUnavailable as e:\n    print('torch:', e)\n"
+        "from engine.bench import run_bench\nfrom engine.config.engine import BenchConfig\n"
+        "r = run_bench(BenchConfig(engine=sys.argv[1], iters=3, warmup=0, threads=1))\n"
+        "print(sorted(r['results']), r['torch_eager'])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(artefact.folder)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "(1, 3)"
+    assert lines[1].startswith("torch:") and "pip install" in lines[1]
+    assert lines[2] == "['onnxruntime/fp32'] None"

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.datasets.sample import Sample, as_int, list_frames, log, read_table, repair
+from trainer.datasets.sample import Sample, as_int, get_cell, list_frames, log, read_table, repair
 
 FPS = 200.0
 
@@ -55,13 +55,7 @@ class LoadReport:
 
 
 def _get(row: dict, key: str) -> object:
-    for name in COLUMNS[key]:
-        if name in row:
-            return row[name]
-        for k in row:  # tolerate stray spaces / case in header cells
-            if k.strip().lower() == name.lower():
-                return row[k]
-    return None
+    return get_cell(row, COLUMNS[key])
 
 
 def find_annotation(root: Path) -> Path:

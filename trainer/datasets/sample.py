@@ -132,9 +132,23 @@ def as_int(value: object) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int | float):
-        return int(value) if float(value) == int(value) else None
+        if value != value or float(value) != int(value) or value < 0:  # NaN, fractional, SAMM's -1
+            return None
+        return int(value)
     s = str(value).strip()
     return int(s) if re.fullmatch(r"\d+", s) else None
+
+
+def get_cell(row: dict, names: Iterable[str]) -> object:
+    """First of `names` present in the row; header cells compared without case and spaces."""
+    norm = {re.sub(r"\s+", "", str(k)).lower(): v for k, v in row.items()}
+    for name in names:
+        if name in row:
+            return row[name]
+        key = re.sub(r"\s+", "", name).lower()
+        if key in norm:
+            return norm[key]
+    return None
 
 
 def repair(dataset: str, subject: str, clip: str, onset: int | None, apex: int | None, offset: int | None,

@@ -108,30 +108,57 @@ def concat(sets: list[PairSet]) -> PairSet:
     )
 
 
-def from_corpus(root: Path, crop_size: int, label_names: list[str], max_pairs: int = 0) -> PairSet:
-    """Read onset/apex frames of a CASME II-layout corpus and align them like the streamer.
+def from_corpus(
+    root: Path, crop_size: int, label_names: list[str], max_pairs: int = 0, cache_dir: str | Path | None = None
+) -> PairSet:
+    """Onset/apex crops of a CASME II-layout corpus (the synthetic corpus or a real dataset).
 
-    Uses `trainer.datasets` for the annotation file and `streamer.faces` for detection and
-    alignment; a clip whose face is not found is skipped (and counted in the message).
+    Prefers the trainer's crop builder (`trainer.train.crops.build_pairs`: the very crops the
+    model was trained on, from its `.npz` crop cache when present, built with the streamer's
+    face code); falls back to detecting + aligning here with `streamer.faces`. Either way the
+    result is converted to the wire's BGR. Samples whose label is not a model label are kept
+    as unknown (-1) only in the fallback; the trainer's builder skips them.
     """
-    import cv2
-
     try:
         from trainer.datasets import load_casme2
     except ImportError as exc:
         raise CalibrationError(f"reading a corpus needs trainer.datasets ({exc}); pass .npz pair files instead") from None
+    samples = [s for s in load_casme2(root) if s.kind == "micro"]
+    if max_pairs:
+        rng = np.random.default_rng(0)
+        samples = [samples[i] for i in sorted(rng.choice(len(samples), min(max_pairs, len(samples)), replace=False))]
+    try:
+        from trainer.train.crops import build_pairs
+    except ImportError:
+        build_pairs = None
+    if build_pairs is not None:
+        if cache_dir is None:
+            from engine.config.train import DataConfig
+
+            cache_dir = DataConfig().cache_dir
+        try:
+            ps, _skipped = build_pairs(samples, label_names, crop_size, cache_dir=cache_dir)
+        except ValueError as exc:
+            raise CalibrationError(f"{root}: {exc}") from None
+        # trainer crops are RGB; the wire (and so calibration) is BGR
+        return PairSet(
+            np.ascontiguousarray(ps.onset[..., ::-1]), np.ascontiguousarray(ps.apex[..., ::-1]),
+            np.asarray(ps.labels, np.int64), list(label_names), [str(x) for x in ps.subjects],
+        )
+    return _align_here(root, samples, crop_size, label_names)
+
+
+def _align_here(root: Path, samples: list, crop_size: int, label_names: list[str]) -> PairSet:
+    import cv2
+    from tqdm import tqdm
+
     from streamer.faces.align import align
     from streamer.faces.retinaface import RetinaFaceDetector
 
     detector = RetinaFaceDetector(input_width=320, score_threshold=0.8, threads=2)
     onsets, apexes, labels, subjects = [], [], [], []
     skipped = 0
-    samples = [s for s in load_casme2(root) if s.kind == "micro"]
-    from tqdm import tqdm
-
     for s in tqdm(samples, desc="calibration pairs", unit="pair"):
-        if max_pairs and len(onsets) >= max_pairs:
-            break
         frames = [cv2.imread(str(p)) for p in (s.onset_path, s.apex_path)]
         if any(f is None for f in frames):
             skipped += 1
@@ -141,7 +168,7 @@ def from_corpus(root: Path, crop_size: int, label_names: list[str], max_pairs: i
             skipped += 1
             continue
         face = max(faces, key=lambda f: f.score)
-        # the window's first frame decides the transform for both crops (DESIGN §2 alignment)
+        # the window's first frame decides the transform for both crops (DESIGN §3 alignment)
         onsets.append(align(frames[0], face.landmarks, crop_size))
         apexes.append(align(frames[1], face.landmarks, crop_size))
         labels.append(label_names.index(s.label) if s.label in label_names else -1)
@@ -151,14 +178,16 @@ def from_corpus(root: Path, crop_size: int, label_names: list[str], max_pairs: i
     return PairSet(np.stack(onsets), np.stack(apexes), np.array(labels, np.int64), list(label_names), subjects)
 
 
-def collect(source: str | Path, crop_size: int, label_names: list[str], max_pairs: int = 0) -> PairSet:
+def collect(
+    source: str | Path, crop_size: int, label_names: list[str], max_pairs: int = 0, cache_dir: str | Path | None = None
+) -> PairSet:
     """Pairs from an .npz file, a folder of .npz files, or a corpus folder (see module doc)."""
     src = Path(source)
     if src.is_file():
         pairs = load_pairs(src)
     elif src.is_dir():
         files = sorted(src.glob("*.npz"))
-        pairs = concat([load_pairs(f) for f in files]) if files else from_corpus(src, crop_size, label_names, max_pairs)
+        pairs = concat([load_pairs(f) for f in files]) if files else from_corpus(src, crop_size, label_names, max_pairs, cache_dir)
     else:
         raise CalibrationError(f"calibration source {src} does not exist (want .npz pairs or a corpus folder)")
     if pairs.crop_size != crop_size:

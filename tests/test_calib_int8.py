@@ -156,7 +156,7 @@ def test_pairs_from_a_casme2_layout_corpus(tmp_path: Path) -> None:
         rows.append(f"{i:02d},EP0{i}_01,2,3,4,{LABELS[i % 3]},micro,200")
         rows.append(f"{i:02d},EP0{i}_01,1,3,4,happiness,macro,200")  # macro rows are not calibration pairs
     (tmp_path / "annotations.csv").write_text("\n".join(rows) + "\n")
-    pairs = collect(tmp_path, 112, LABELS)
+    pairs = collect(tmp_path, 112, LABELS, cache_dir=tmp_path / "cache")
     assert len(pairs) == len(stills) and pairs.onset.shape[1:] == (112, 112, 3)
     assert pairs.subjects == [f"sub{i:02d}" for i in range(1, len(stills) + 1)]
     assert list(pairs.labels) == [i % 3 for i in range(1, len(stills) + 1)]

@@ -33,6 +33,7 @@ def providers_for(precision: str, cache_dir: Path | None = None) -> list[str | t
                 "trt_timing_cache_enable": cache_dir is not None,
             }
             if cache_dir is not None:
+                cache_dir.mkdir(parents=True, exist_ok=True)
                 opts["trt_engine_cache_path"] = str(cache_dir)
                 opts["trt_timing_cache_path"] = str(cache_dir)
             out.append((name, opts))

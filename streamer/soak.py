@@ -149,13 +149,13 @@ def parse_metrics(text: str) -> dict[str, float]:
     return out
 
 
-def metric_sum(values: dict[str, float], prefix: str) -> float:
-    """Sum of every series whose name (with labels) starts with `prefix`."""
-    return sum(v for k, v in values.items() if k.startswith(prefix))
+def metric_sum(values: dict[str, float], name: str) -> float:
+    """Sum over the label sets of one metric (`name` exactly, with or without labels)."""
+    return sum(v for k, v in values.items() if k == name or k.startswith(name + "{"))
 
 
 # -- the clip ----------------------------------------------------------------------------------------
-def _events_for(n: int, fps: float, period_s: float = 1.6) -> list[tuple[str, int, int, int]]:
+def _events_for(n: int, fps: float, period_s: float = 1.0) -> list[tuple[str, int, int, int]]:
     """(kind, onset, apex, offset): a 300 ms micro-expression every period_s, one 1.2 s macro."""
     out = []
     step = max(1, round(period_s * fps))
@@ -220,7 +220,7 @@ def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, qual
     loop = folder / "loop"
     loop.mkdir(exist_ok=True)
     for i in range(total):
-        os.symlink(paths[i % len(paths)].relative_to(folder), loop / f"img{i + 1}.jpg")
+        os.symlink(os.path.relpath(paths[i % len(paths)], loop), loop / f"img{i + 1}.jpg")
     return loop
 
 
@@ -385,10 +385,10 @@ class Reader(threading.Thread):
         self.sub = Subscriber(endpoint, kinds=("label/", "macro/", "status/", "hb/"), security=security)
         self.counts: Counter[str] = Counter()
         self.latency_ms: list[float] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             ev = self.sub.recv(200)
             if ev is None:
                 continue
@@ -399,7 +399,7 @@ class Reader(threading.Thread):
                     self.latency_ms.append(lat)
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(5)
         self.sub.close()
 
@@ -428,20 +428,20 @@ def sample(d: Daemon, reader: Reader, t0: float, engine_pid: int | None) -> dict
         "fds_total": sum(open_fds(p) for p in pids),
         "threads_total": sum(threads(p) for p in pids),
         "cpu_s_total": round(sum(cpu_seconds(p) for p in pids), 1),
-        "frames": int(metric_sum(m, "mfvan_streamer_frames")),
-        "overruns": int(metric_sum(m, "mfvan_streamer_overruns")),
-        "gaps": int(metric_sum(m, "mfvan_streamer_gaps")),
-        "micro": int(metric_sum(m, "mfvan_streamer_micro")),
-        "macro": int(metric_sum(m, "mfvan_streamer_macro{") + metric_sum(m, "mfvan_streamer_macro_total")),
-        "pairs_sent": int(metric_sum(m, "mfvan_streamer_pairs_sent")),
-        "pairs_refused": int(metric_sum(m, "mfvan_streamer_pairs_refused")),
+        "frames": int(metric_sum(m, "mfvan_streamer_frames_total")),
+        "overruns": int(metric_sum(m, "mfvan_streamer_overruns_total")),
+        "gaps": int(metric_sum(m, "mfvan_streamer_gaps_total")),
+        "micro": int(metric_sum(m, "mfvan_streamer_micro_total")),
+        "macro": int(metric_sum(m, "mfvan_streamer_macro_total")),
+        "pairs_sent": int(metric_sum(m, "mfvan_streamer_pairs_sent_total")),
+        "pairs_refused": int(metric_sum(m, "mfvan_streamer_pairs_refused_total")),
         "engine_pairs_in": int(metric_sum(em, "mfvan_engine_pairs_in_total")),
         "engine_results_out": int(metric_sum(em, "mfvan_engine_results_out_total")),
         "engine_dropped": int(metric_sum(em, "mfvan_engine_dropped_total")),
         "results_received": reader.counts["result"],
         "macro_received": reader.counts["macro"],
         "status_received": reader.counts["status"],
-        "restarts": int(metric_sum(m, "mfvan_child_restarts")),
+        "restarts": int(metric_sum(m, "mfvan_child_restarts_total")),
         "children": len(kids),
     }
     row["in_flight"] = row["pairs_sent"] - row["results_received"]

@@ -114,7 +114,7 @@ def test_corpus_on_disk_reads_back_through_the_casme2_loader(tmp_path: Path) -> 
         assert onset.shape == (480, 640, 3) and not np.array_equal(onset, apex)
     assert sum(e["kind"] == "blink" for e in gt["events"]) == 1
     # the same rows from the CSV (contract column names)
-    csv_samples = load_casme2(out, annotation=out / "annotations.csv")
+    csv_samples = load_casme2(out, annotations=out / "annotations.csv")
     assert [(s.onset, s.apex, s.offset, s.label, s.kind) for s in csv_samples] == \
         [(s.onset, s.apex, s.offset, s.label, s.kind) for s in samples]
     # a second run refuses to overwrite

@@ -76,7 +76,7 @@ def subject_folder(subject: object) -> str:
     return f"sub{int(s):02d}" if s.isdigit() else f"sub{s}"
 
 
-def load_casme2(root: str | Path, annotation: str | Path | None = None, cropped: bool | None = None,
+def load_casme2(root: str | Path, annotations: str | Path | None = None, cropped: bool | None = None,
                 label_map: Callable[[str], str | None] | None = None,
                 report: LoadReport | None = None, dataset: str = "casme2") -> list[Sample]:
     """Samples of a CASME II tree (or a synthetic corpus). `label_map` maps the sheet's emotion
@@ -84,7 +84,7 @@ def load_casme2(root: str | Path, annotation: str | Path | None = None, cropped:
     the emotion word as the label. `cropped=None` uses `ROOT/Cropped` when it exists.
     """
     root = Path(root)
-    ann = Path(annotation) if annotation else find_annotation(root)
+    ann = Path(annotations) if annotations else find_annotation(root)
     report = report if report is not None else LoadReport()
     if cropped is None:
         cropped = (root / "Cropped").is_dir()

@@ -30,11 +30,11 @@ def find_annotation(root: Path) -> Path:
     return hits[0]
 
 
-def load_samm(root: str | Path, annotation: str | Path | None = None,
+def load_samm(root: str | Path, annotations: str | Path | None = None,
               label_map: Callable[[str], str | None] | None = None,
               report: LoadReport | None = None) -> list[Sample]:
     root = Path(root)
-    ann = Path(annotation) if annotation else find_annotation(root)
+    ann = Path(annotations) if annotations else find_annotation(root)
     frames_root = root / "SAMM" if (root / "SAMM").is_dir() else root
     report = report if report is not None else LoadReport()
     rows = read_table(ann, header_contains=HEADER)

@@ -117,6 +117,9 @@ def test_corpus_on_disk_reads_back_through_the_casme2_loader(tmp_path: Path) -> 
     csv_samples = load_casme2(out, annotations=out / "annotations.csv")
     assert [(s.onset, s.apex, s.offset, s.label, s.kind) for s in csv_samples] == \
         [(s.onset, s.apex, s.offset, s.label, s.kind) for s in samples]
+    # contact sheet of the written clip: one row per event (2 micro, 1 macro, 1 blink), 3 tiles each
+    assert main(["preview", "--corpus", str(out), "--out", str(tmp_path / "sheet.png")]) == 0
+    assert cv2.imread(str(tmp_path / "sheet.png")).shape == (4 * 256, 3 * 256, 3)
     # a second run refuses to overwrite
     assert main(["--out", str(out), "--subjects", "1", "--quiet"]) == 2
 
@@ -126,6 +129,12 @@ def test_cli_rejects_too_many_subjects(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert main(["--out", str(tmp_path / "x"), "--subjects", "99"]) == 2
     assert "distinct identities" in capsys.readouterr().err
+    (tmp_path / "f").write_text("")
+    assert main(["--out", str(tmp_path / "f"), "--subjects", "1"]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--out", str(tmp_path / "x"), "--subjects", "0"])
+    assert exc.value.code == 2 and "subjects" in capsys.readouterr().err
 
 
 def test_shipped_config_validates() -> None:
@@ -134,3 +143,16 @@ def test_shipped_config_validates() -> None:
 
     cfg = load_config(SynthConfig, Path(__file__).resolve().parents[1] / "configs" / "synth.yaml", environ={})
     assert cfg == SynthConfig()
+
+
+def test_rendered_preview_sheet(tmp_path: Path) -> None:
+    from trainer.synth.cli import main
+
+    assert main(["preview", "--out", str(tmp_path / "p.png"), "--subject", "1"]) == 0
+    sheet = cv2.imread(str(tmp_path / "p.png"))
+    assert sheet.shape == (6 * 256, 4 * 256, 3)
+    # column 3 (warp only) is black far from the face: the corners of every row's tile
+    for r in range(6):
+        tile = sheet[r * 256:(r + 1) * 256, 512:768]
+        assert tile[200:, :20].max() < 40 and tile[200:, -20:].max() < 40
+    assert main(["preview", "--out", str(tmp_path / "q.png"), "--subject", "99"]) == 1

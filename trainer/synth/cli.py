@@ -40,6 +40,9 @@ def _generate(argv: list[str]) -> int:
               file=sys.stderr)
         return 2
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        print(f"mfvan-synth: {out} exists and is not a folder", file=sys.stderr)
+        return 2
     if out.exists() and any(out.iterdir()) and not args.force:
         print(f"mfvan-synth: {out} is not empty (use --force to write into it)", file=sys.stderr)
         return 2

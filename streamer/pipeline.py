@@ -77,7 +77,8 @@ class Pipeline:
             sp = TrackSpotter(track, self.fps, self.k, self.meter, floor, c.micro_min_ms, c.micro_max_ms,
                               c.edge_fraction, c.max_episode_s, fixed_threshold=fixed, keep_crops=self.keep_crops,
                               end_fraction=c.end_fraction,
-                              micro_max_score=c.micro_max_disp * INTEROCULAR_112 * c.spot_size / 112.0)
+                              micro_max_score=c.micro_max_disp * INTEROCULAR_112 * c.spot_size / 112.0,
+                              confirm_factor=c.confirm_factor)
             sp.record = self.record
             self.spotters[track] = sp
             self.stats.tracks += 1
@@ -128,7 +129,7 @@ class Pipeline:
         out = {"frames": self.stats.frames, "breaks": self.stats.breaks, "tracks": self.stats.tracks,
                "detections": self.tracker.stats.detections, "reanchors": self.tracker.stats.reanchors,
                "lost": self.tracker.stats.lost, "flows": self.meter.flows}
-        for name in ("micro", "macro", "too_short", "invalid", "blinks"):
+        for name in ("micro", "macro", "too_short", "invalid", "blinks", "weak", "drift"):
             out[name] = sum(getattr(sp.stats, name) for sp in self.spotters.values())
         return out
 

@@ -199,7 +199,8 @@ def render_frames(seconds: float, fps: float, seed: int = 0) -> tuple[list[np.nd
     return render_clip(n, evs, fps=fps, seed=seed), f"streamer.spotting.synthetic (trainer.synth: {reason})"
 
 
-def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, quality: int = 92) -> Path:
+def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, quality: int = 92,
+                        name: str = "loop") -> Path:
     """`folder/img1.jpg ... imgTOTAL.jpg`: the K unique frames on disk once, the loop as symlinks.
 
     A real-time replay of 30 minutes at 200 fps is 360,000 frames; as JPEG files that would be
@@ -217,7 +218,7 @@ def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, qual
         if not cv2.imwrite(str(p), f, [cv2.IMWRITE_JPEG_QUALITY, quality]):
             raise OSError(f"cannot write {p}")
         paths.append(p)
-    loop = folder / "loop"
+    loop = folder / name  # the daemon names the camera after the folder
     loop.mkdir(exist_ok=True)
     for i in range(total):
         os.symlink(os.path.relpath(paths[i % len(paths)], loop), loop / f"img{i + 1}.jpg")

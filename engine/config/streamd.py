@@ -44,6 +44,7 @@ class SpotterConfig(Section):
     k_ms: float = Field(185.0, gt=0, description="half an average micro-expression; k = round(k_ms*fps/1000)")
     threshold: Literal["online", "published"] = "online"
     mad_c: float = Field(6.0, gt=0, description="online threshold = running median + c*MAD")
+    confirm_factor: float = Field(1.5, ge=1, description="an episode counts only if its peak rises this many times the threshold's margin above the floor")
     published_p: float = Field(0.5, ge=0, le=1, description="offline rule mean + p*(max-mean)")
     warmup_s: float = Field(0.3, ge=0, description="noise floor learning before events may fire (at least 8 frames)")
     micro_min_ms: float = Field(65.0, gt=0)

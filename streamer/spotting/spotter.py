@@ -14,6 +14,9 @@ How it avoids the pitfalls of the plain MEGC recipe (DESIGN §3):
   R (r below the floor for `hold` frames). The return to neutral therefore ends the episode
   instead of making a second peak k frames later, and a refractory period of k frames after
   the episode keeps a(t) (which then compares an expressive frame with a neutral one) quiet.
+* Hysteresis: the trigger fires at the floor's threshold, but an episode is accepted only if
+  its peak rises `confirm_factor` times as far above the floor; a noise excursion that just
+  crosses the threshold is dropped (counted as weak).
 * Interval placement: onset and offset are where r crosses floor + f·(peak − floor) on each
   side of the apex (r's maximum), not apex ± k.
 * Kind: the length of the *whole* episode decides, so a macro-expression's rise cannot pass
@@ -81,6 +84,8 @@ class SpotterStats:
     micro: int = 0
     macro: int = 0
     too_short: int = 0
+    drift: int = 0  # held, never-returning changes too weak to be an expression
+    weak: int = 0  # peak below confirm_factor x the trigger margin: noise, not an event
     blinks: int = 0  # short eye-only episodes: blinks are not expressions (MEGC)
     invalid: int = 0  # episodes broken by a gap, overrun, re-anchor or lost track
     flows: int = 0
@@ -143,7 +148,7 @@ class TrackSpotter:
                  micro_min_ms: float = 65.0, micro_max_ms: float = 500.0, edge_fraction: float = 0.25,
                  max_episode_s: float = 4.0, hold: int | None = None, fixed_threshold: float | None = None,
                  keep_crops: bool = True, end_fraction: float = 0.25, micro_max_score: float = float("inf"),
-                 reject_blinks: bool = True):
+                 reject_blinks: bool = True, confirm_factor: float = 1.5):
         self.track, self.fps, self.k = track, fps, k
         self.meter, self.floor = meter, floor
         self.micro_min_ms, self.micro_max_ms = micro_min_ms, micro_max_ms
@@ -151,6 +156,7 @@ class TrackSpotter:
         self.end_fraction = end_fraction
         self.micro_max_score = micro_max_score
         self.reject_blinks = reject_blinks
+        self.confirm_factor = confirm_factor
         self.max_episode = int(round(max_episode_s * fps))
         self.hold = hold if hold is not None else max(3, k // 4)
         self.fixed_threshold = fixed_threshold
@@ -277,11 +283,18 @@ class TrackSpotter:
             off = len(r) - 1  # still away from the reference: the expression is held
         s_on, s_apex, s_off = slots[on], slots[apex], slots[off]
         dur_ms = (s_off.ts_ns - s_on.ts_ns) / 1e6 + 1000.0 / self.fps
+        if float(r[apex]) - base < self.confirm_factor * max(self.threshold - base, 0.0):
+            self.stats.weak += 1  # triggered by a noise excursion, never rose clearly above the floor
+            return None
         if dur_ms < self.micro_min_ms:
             self.stats.too_short += 1
             return None
         if not returned and dur_ms <= self.micro_max_ms:
             self.stats.invalid += 1  # the stream ended inside a short episode: unknown kind
+            return None
+        if not returned and float(r[apex]) < self.micro_max_score:
+            # a held change weaker than an expression: residual head motion or light, not a face
+            self.stats.drift += 1
             return None
         apex_rois = ep["rois"][apex]
         roi = ROI_NAMES[int(np.argmax(apex_rois))]

@@ -33,6 +33,8 @@ from engine.backends import Backend, BackendUnavailable, check_outputs, load_bac
 from engine.config.engine import EngineConfig
 from engine.metrics import EngineMetrics, RateLimitedLog
 from engine.protocol import (
+    MAX_ARRAY_BYTES,
+    MAX_HEADER_BYTES,
     TOPIC_HEARTBEAT,
     TOPIC_MACRO,
     TOPIC_STATUS,
@@ -75,6 +77,9 @@ def _open(cfg: EngineConfig, kind: int, endpoint: str):
         sock.setsockopt(zmq.XPUB_NODROP, 1)
     else:
         sock.rcvhwm = max(cfg.pub_hwm, 4 * cfg.batching.max_batch)
+        # the transport refuses (and disconnects) a peer whose frame exceeds what the protocol
+        # could ever accept, so a hostile sender cannot make us buffer gigabytes before decode
+        sock.maxmsgsize = max(MAX_ARRAY_BYTES, MAX_HEADER_BYTES) + 1024
     auth = None
     try:
         if cfg.bind:

@@ -285,3 +285,17 @@ def test_endpoint_in_use_is_a_clean_start_failure(tmp_path: Path, artefact: Path
         squatter.close(0)
         zctx.term()
     assert "cannot open" in " ".join(r.message for r in caplog.records)
+
+
+def test_oversized_frame_is_refused_and_serving_goes_on(tmp_path: Path, artefact: Path) -> None:
+    from engine.protocol import MAX_ARRAY_BYTES
+
+    onset, apex = face_pairs(1)
+    good = encode_pair(pair(1, onset[0]), onset[0], apex[0])
+    with Engine(tmp_path, artefact) as eng:
+        eng.push.send_multipart([good[0], good[1], bytes(MAX_ARRAY_BYTES + 4096), good[3]])
+        time.sleep(0.5)  # the transport drops the peer; PUSH reconnects by itself
+        eng.push.send_multipart(good)
+        (_, res, _), = eng.wait_for(lambda h, _a: isinstance(h, Result), timeout=20)
+        st = eng.stop_and_final_status()
+    assert res.seq == 1 and st.counters["pairs_in"] == 1  # the huge message never reached decode

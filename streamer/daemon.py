@@ -363,6 +363,13 @@ def dry_run(cfg: StreamdConfig) -> int:
             src.close()
         except CaptureError as exc:
             report(False, f"{cam.name}: {exc}")
+    try:
+        from streamer.pipeline import make_detector
+
+        make_detector(cfg.faces)
+        report(True, f"face detector: {cfg.faces.detector}")
+    except RuntimeError as exc:
+        report(False, f"face detector: {exc}")
     if cfg.embedded_engine:
         try:
             from engine.artefact import load_artefact

@@ -29,7 +29,7 @@ def make_detector(cfg: FacesConfig, threads: int = 1):
     if cfg.detector == "insightface":
         from streamer.faces.insightface_backend import InsightFaceDetector
 
-        return InsightFaceDetector(cfg.detect_width, cfg.score_threshold).detect
+        return InsightFaceDetector(cfg.detect_width, cfg.score_threshold).detect  # raises DetectorUnavailable
     if cfg.detector == "mediapipe":
         from streamer.faces.mediapipe_backend import MediaPipeDetector
 

@@ -160,13 +160,14 @@ def _events_for(n: int, fps: float, period_s: float = 1.0) -> list[tuple[str, in
     out = []
     step = max(1, round(period_s * fps))
     start = round(0.8 * fps)  # the spotter's noise floor learns on the first quiet frames
+    has_macro = n > round(4 * fps)
     macro_at = n // 2
     t = start
     while t + round(0.35 * fps) < n - round(0.3 * fps):
-        if abs(t - macro_at) > round(1.6 * fps):
+        if not has_macro or abs(t - macro_at) > round(1.6 * fps):
             out.append(("micro", t, t + round(0.15 * fps), t + round(0.3 * fps)))
         t += step
-    if n > round(4 * fps):
+    if has_macro:
         out.append(("macro", macro_at - round(0.3 * fps), macro_at, macro_at + round(0.9 * fps)))
     return out
 

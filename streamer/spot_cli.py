@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except CaptureError as exc:
         print(f"mfvan-spot: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:  # DetectorUnavailable: a face backend that is not installed
+        print(f"mfvan-spot: {exc}", file=sys.stderr)
+        return 2
     except (OSError, ValueError, KeyError) as exc:
         print(f"mfvan-spot: {exc}", file=sys.stderr)
         return 2

@@ -69,9 +69,16 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
         return EXIT_CONFIG
     log.info("%s: %s at %.1f fps (%s)", cam.name, source.name, source.fps,
              "realtime" if cam.realtime or cam.device is not None else "as fast as possible")
+    from streamer.faces.insightface_backend import DetectorUnavailable
+
+    try:
+        pipe = Pipeline(cfg.faces, cfg.spotter, source.fps, noise_seed=seed)
+    except DetectorUnavailable as exc:
+        log.error("%s: %s", cam.name, exc)
+        source.close()
+        return EXIT_CONFIG
     grab = Grabber(source, cfg.capture.ring_frames, cfg.capture.gap_factor, realtime=cam.realtime,
                    live=cam.device is not None).start()
-    pipe = Pipeline(cfg.faces, cfg.spotter, source.fps, noise_seed=seed)
     pub = Publisher(pair_endpoint or cfg.engine.pair_endpoint, cam.name, cfg.security, cfg.capture.pair_hwm)
     walls: deque[int] = deque(maxlen=8192)  # capture ts of recent frames -> their wall clock
     wall_map: dict[int, int] = {}

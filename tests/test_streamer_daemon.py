@@ -146,7 +146,7 @@ def test_dry_run_reports_each_check(tmp_path: Path, artefact: Path, clip_dir: Pa
     ok = subprocess.run([str(BIN / "mfvan-streamd"), "--video", str(clip_dir), "--dry-run", "--config", str(cfg)],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    assert ok.stdout.count("[ok]") == 5 and "(480, 640, 3)" in ok.stdout
+    assert ok.stdout.count("[ok]") == 6 and "(480, 640, 3)" in ok.stdout
     bad = subprocess.run([str(BIN / "mfvan-streamd"), "--video", str(tmp_path / "nope.mp4"), "--dry-run",
                           "--config", str(config(tmp_path, tmp_path / "no-artefact"))],
                          capture_output=True, text=True, timeout=120)

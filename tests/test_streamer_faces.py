@@ -60,3 +60,19 @@ def test_missed_detections_keep_the_track_and_a_gone_face_is_dropped() -> None:
     for _ in range(3):
         tracks = tracker.update(blank)
     assert tracks == [] and tracker.stats.lost >= 2
+
+
+def test_optional_backends_fail_with_what_to_install(tmp_path) -> None:
+    import pytest
+
+    from engine.config.streamd import FacesConfig
+    from streamer.faces.insightface_backend import DetectorUnavailable, find_model
+    from streamer.pipeline import make_detector
+
+    with pytest.raises(DetectorUnavailable, match="ships none"):
+        find_model("buffalo_l", tmp_path)
+    for name in ("insightface", "mediapipe"):
+        try:
+            make_detector(FacesConfig(detector=name))
+        except DetectorUnavailable as exc:
+            assert "pip install" in str(exc) or "ships none" in str(exc)

@@ -7,15 +7,22 @@ is what is under test; using it as its own oracle would make the accounting chec
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import msgspec
 import numpy as np
+import zmq
 
 from engine import protocol as P
+from engine.client import Subscriber
+from streamer.soak import free_port, http_get, parse_metrics
 
 CROP = 112
 
@@ -255,3 +262,83 @@ def junk_tcp(host: str, port: int, rng: np.random.Generator, n: int = 30) -> Non
 
 def tcp_port(endpoint: str) -> int:
     return int(endpoint.rsplit(":", 1)[1])
+
+
+class Engined:
+    """`mfvan-engined` as a subprocess on TCP endpoints with its /metrics port."""
+
+    def __init__(self, tmp: Path, artefact: Path, extra: list[str] | None = None):
+        self.pair = f"tcp://127.0.0.1:{free_port()}"
+        self.pub = f"tcp://127.0.0.1:{free_port()}"
+        self.metrics_port = free_port()
+        self.log_path = tmp / "engined.log"
+        script = Path(sys.executable).with_name("mfvan-engined")
+        self.cmd = [str(script), "--artefact", str(artefact), "--pair-endpoint", self.pair, "--pub-endpoint",
+                    self.pub, "--metrics-port", str(self.metrics_port), "--threads", "1", "--engine-id", "hostile",
+                    *(extra or [])]
+
+    def __enter__(self) -> Engined:
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
+        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env=dict(os.environ, OMP_NUM_THREADS="1"))
+        self.sub = Subscriber(self.pub, kinds=("label/", "hb/"))
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            ev = self.sub.recv(200)
+            if ev is not None and ev.kind == "heartbeat":
+                break
+            assert self.proc.poll() is None, self.log()
+        else:
+            raise AssertionError(f"no heartbeat from mfvan-engined:\n{self.log()}")
+        self.ctx = zmq.Context()
+        self.push = self.ctx.socket(zmq.PUSH)
+        self.push.linger = 0
+        self.push.connect(self.pair)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.push.close(0)
+        self.ctx.term()
+        self.sub.close()
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._log.close()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def metrics(self) -> dict[str, float]:
+        status, body = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        assert status == 200, body
+        return parse_metrics(body)
+
+    def drops(self) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for k, v in self.metrics().items():
+            if k.startswith("mfvan_engine_dropped_total{"):
+                out[k.split('reason="')[1].split('"')[0]] = int(v)
+        return out
+
+    def result_for(self, camera: str, timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ev = self.sub.recv(200)
+            if ev is not None and ev.kind == "result" and ev.header.camera == camera:
+                return ev
+        return None
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(30)
+
+
+def wait_until(pred, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+

@@ -11,10 +11,6 @@ memory must stay bounded, and a valid pair sent afterwards must still get its Re
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -24,16 +20,23 @@ import numpy as np
 import pytest
 import zmq
 from engine_helpers import face_pairs
-from reliability_helpers import Hostile, good_pair, junk_http, junk_tcp, session_artefact, tcp_port
+from reliability_helpers import (
+    Engined,
+    Hostile,
+    good_pair,
+    junk_http,
+    junk_tcp,
+    session_artefact,
+    tcp_port,
+    wait_until,
+)
 
 from engine import protocol as P
 from engine.client import Subscriber
 from streamer.soak import (
     Daemon,
-    free_port,
     http_get,
     metric_sum,
-    parse_metrics,
     peak_rss_kb,
     rss_kb,
 )
@@ -44,84 +47,6 @@ pytest.importorskip("torch")
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory) -> Path:
     return session_artefact(tmp_path_factory)
-
-
-class Engined:
-    """`mfvan-engined` as a subprocess on TCP endpoints with its /metrics port."""
-
-    def __init__(self, tmp: Path, artefact: Path, extra: list[str] | None = None):
-        self.pair = f"tcp://127.0.0.1:{free_port()}"
-        self.pub = f"tcp://127.0.0.1:{free_port()}"
-        self.metrics_port = free_port()
-        self.log_path = tmp / "engined.log"
-        script = Path(sys.executable).with_name("mfvan-engined")
-        self.cmd = [str(script), "--artefact", str(artefact), "--pair-endpoint", self.pair, "--pub-endpoint",
-                    self.pub, "--metrics-port", str(self.metrics_port), "--threads", "1", "--engine-id", "hostile",
-                    *(extra or [])]
-
-    def __enter__(self) -> Engined:
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen(self.cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=dict(os.environ, OMP_NUM_THREADS="1"))
-        self.sub = Subscriber(self.pub, kinds=("label/", "hb/"))
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            ev = self.sub.recv(200)
-            if ev is not None and ev.kind == "heartbeat":
-                break
-            assert self.proc.poll() is None, self.log()
-        else:
-            raise AssertionError(f"no heartbeat from mfvan-engined:\n{self.log()}")
-        self.ctx = zmq.Context()
-        self.push = self.ctx.socket(zmq.PUSH)
-        self.push.linger = 0
-        self.push.connect(self.pair)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.push.close(0)
-        self.ctx.term()
-        self.sub.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-        self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def metrics(self) -> dict[str, float]:
-        status, body = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")
-        assert status == 200, body
-        return parse_metrics(body)
-
-    def drops(self) -> Counter[str]:
-        out: Counter[str] = Counter()
-        for k, v in self.metrics().items():
-            if k.startswith("mfvan_engine_dropped_total{"):
-                out[k.split('reason="')[1].split('"')[0]] = int(v)
-        return out
-
-    def result_for(self, camera: str, timeout: float = 30.0):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            ev = self.sub.recv(200)
-            if ev is not None and ev.kind == "result" and ev.header.camera == camera:
-                return ev
-        return None
-
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(30)
-
-
-def _wait_until(pred, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _xpub_junk(endpoint: str, rng: np.random.Generator, n: int) -> None:
@@ -174,7 +99,7 @@ def run_flood(tmp: Path, artefact: Path, n_messages: int) -> dict:
         t0 = time.perf_counter()
         for frames, _ in typed:
             eng.push.send_multipart(frames)
-        _wait_until(lambda: sum(eng.drops().values()) >= len(typed), 120, "every typed message counted")
+        wait_until(lambda: sum(eng.drops().values()) >= len(typed), 120, "every typed message counted")
         typed_s = time.perf_counter() - t0
         drops_typed = eng.drops()
         assert drops_typed == expected, (drops_typed, expected)
@@ -188,7 +113,7 @@ def run_flood(tmp: Path, artefact: Path, n_messages: int) -> dict:
             return int(metric_sum(m, "mfvan_engine_dropped_total") - len(typed)
                        + metric_sum(m, "mfvan_engine_pairs_in_total") - pairs_before)
 
-        _wait_until(lambda: accounted() >= len(mutations), 120, "every mutation counted (dropped or accepted)")
+        wait_until(lambda: accounted() >= len(mutations), 120, "every mutation counted (dropped or accepted)")
         assert accounted() == len(mutations)
         m = eng.metrics()
         accepted = int(metric_sum(m, "mfvan_engine_pairs_in_total") - pairs_before)
@@ -278,7 +203,7 @@ def test_daemon_survives_junk_at_every_bound_socket(tmp_path: Path, artefact: Pa
             for frames, _ in typed:
                 push.send_multipart(frames)
             _xpub_junk(d.pub_endpoint, rng, 2000)
-            _wait_until(lambda: sum(drops().values()) >= len(typed), 90, "the daemon's engine to count the junk")
+            wait_until(lambda: sum(drops().values()) >= len(typed), 90, "the daemon's engine to count the junk")
             assert drops() == expected
             junk_tcp("127.0.0.1", tcp_port(d.pair_endpoint), rng)
             junk_tcp("127.0.0.1", tcp_port(d.pub_endpoint), rng)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -92,16 +93,48 @@ def build_artefact(cfg: BuildConfig, *, progress: bool = True) -> Manifest:
     if cfg.precision == "int8" and not cfg.calib:
         raise BuildError("--precision int8 needs --calib (calibration pairs: .npz, folder of .npz, or a corpus folder)")
     try:
-        from trainer.checkpoint import CheckpointError, load_model
-        from trainer.models import export_module
+        import trainer.checkpoint  # noqa: F401 - fail early, with the extra to install
+        import trainer.models  # noqa: F401
     except ModuleNotFoundError as exc:
         raise BuildError(f"building needs the training extra ({exc.name} missing): pip install 'mfvan[train]'") from None
 
-    from engine.export import ExportError, check_against_torch, export_onnx, optimise_onnx
+    final = Path(cfg.out)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    created = not final.exists()
+    # build in a sibling folder and move the files in only when everything succeeded: a build
+    # that dies (disk full, bad export) leaves no half-written file where the artefact goes
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
+    try:
+        os.chmod(work, 0o755)
+        manifest = _build_into(cfg, ckpt, work, progress)
+        _publish(work, final)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        if created and final.is_dir() and not any(final.iterdir()):
+            final.rmdir()
+        raise
+    return manifest
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / MANIFEST).unlink(missing_ok=True)  # the folder is not an artefact until the end
+
+def _publish(work: Path, final: Path) -> None:
+    """Move a finished build into `final`: the old manifest goes first, the new one last, so
+    at no moment does `final` hold a manifest that disagrees with its files."""
+    if not final.exists():
+        os.replace(work, final)
+        return
+    (final / MANIFEST).unlink(missing_ok=True)
+    for f in sorted(work.iterdir()):
+        if f.name != MANIFEST:
+            os.replace(f, final / f.name)
+    os.replace(work / MANIFEST, final / MANIFEST)
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def _build_into(cfg: BuildConfig, ckpt: Path, out: Path, progress: bool) -> Manifest:
+    from engine.export import ExportError, check_against_torch, export_onnx, optimise_onnx
+    from trainer.checkpoint import CheckpointError, load_model
+    from trainer.models import export_module
+
     steps = ["load", "export", "optimise", "checkpoint"]
     if cfg.precision == "int8":
         steps += ["calibrate", "report"]
@@ -242,6 +275,18 @@ def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, s
     )
 
 
+def _disk_hint(out: Path) -> str:
+    """Exporters report a full disk as a corrupt file; say what the disk looks like."""
+    folder = out if out.exists() else out.parent
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return ""
+    if free < 64 << 20:
+        return f"; the disk holding {folder} has {free >> 20} MiB free: no space left on device?"
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="mfvan-build-engine",
@@ -258,6 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", metavar="DIR", help="artefact folder to write")
     p.add_argument("--force", action="store_true", default=None, help="finish int8 without an accuracy report")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show the traceback of an unexpected failure")
     add_config_args(p)
     args = p.parse_args(argv)
     overrides = {
@@ -272,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (BuildError, ArtefactError, BackendUnavailable) as exc:
         print(f"mfvan-build-engine: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - any other failure: one clear line, traceback on --debug
+        if args.debug:
+            raise
+        print(f"mfvan-build-engine: build failed, nothing written to {cfg.out}: {type(exc).__name__}: {str(exc)[:400]}"
+              f"{_disk_hint(Path(cfg.out))} (--debug shows the traceback)", file=sys.stderr)
+        return 1
     sizes = ", ".join(f"{n} {e.bytes / 1e6:.2f} MB" for n, e in manifest.files.items())
     print(f"built {cfg.out}: {manifest.model_name} {manifest.backend}/{manifest.precision}, sha256 {manifest.model_sha256[:12]}; {sizes}")
     return 0

@@ -7,9 +7,13 @@ foreground, `mfvan-streamd` in a spawned child. Why these choices:
   or hostile sender must not take the engine down for every camera.
 - Micro-batching (≤ max_batch pairs or ≤ max_wait_ms after the first pair) trades at most a
   few ms of latency for throughput when several cameras spot at once.
-- The PUB side is an XPUB with XPUB_NODROP and non-blocking sends: a slow subscriber can
-  never stall inference, and a message refused at the high-water mark is *counted*
-  (`dropped{reason="pub_full"}`) instead of vanishing silently inside libzmq.
+- The PUB side is an XPUB with non-blocking sends: a slow subscriber can never stall
+  inference. By default a subscriber whose queue is full (pub_hwm) loses only its own
+  messages, dropped inside libzmq where no publisher can count them (subscribers see the gap
+  in the heartbeat `seq`). `pub_nodrop: true` sets XPUB_NODROP instead: every refusal is
+  counted (`dropped{reason="pub_full"}`), at the price that one full subscriber queue makes
+  the message refused for all subscribers. Isolation is the default because one stalled
+  client must not starve the others.
 - The PULL and PUB sockets live in two ZeroMQ contexts, so each may run its own CURVE
   allow-list (ZAP) handler; one context allows only one.
 - The artefact is verified (sha256 of every file, I/O spec) before any socket is bound, so a
@@ -74,7 +78,8 @@ def _open(cfg: EngineConfig, kind: int, endpoint: str):
     sock.linger = 0
     if kind == zmq.XPUB:
         sock.sndhwm = cfg.pub_hwm
-        sock.setsockopt(zmq.XPUB_NODROP, 1)
+        if cfg.pub_nodrop:
+            sock.setsockopt(zmq.XPUB_NODROP, 1)
     else:
         sock.rcvhwm = max(cfg.pub_hwm, 4 * cfg.batching.max_batch)
         # the transport refuses (and disconnects) a peer whose frame exceeds what the protocol

@@ -85,3 +85,26 @@ def test_engined_refuses_a_corrupt_artefact(tmp_path: Path, artefact: Path) -> N
 def test_engined_validate_config(tmp_path: Path) -> None:
     r = _run(str(BIN / "mfvan-engined"), "--config", str(ROOT / "configs" / "engine.yaml"), "--validate-config")
     assert r.returncode == 0 and "ok" in r.stdout
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A write that fails mid-build (here: a 1 MiB file-size limit, like a full disk) is one
+    clear line, and neither a half-written file nor a manifest appears where the artefact goes."""
+    import resource
+    import signal
+
+    from engine_helpers import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "m.ckpt")
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of being killed
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    out = tmp_path / "art"
+    r = subprocess.run([str(BIN / "mfvan-build-engine"), "--checkpoint", str(ckpt), "--out", str(out), "-q"],
+                       capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr and "nothing written to" in r.stderr, r.stderr[-2000:]
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt"]  # no .building- leftovers

@@ -299,3 +299,41 @@ def test_oversized_frame_is_refused_and_serving_goes_on(tmp_path: Path, artefact
         (_, res, _), = eng.wait_for(lambda h, _a: isinstance(h, Result), timeout=20)
         st = eng.stop_and_final_status()
     assert res.seq == 1 and st.counters["pairs_in"] == 1  # the huge message never reached decode
+
+
+@pytest.mark.parametrize("nodrop", [False, True])
+def test_stalled_subscriber_never_blocks_inference(tmp_path: Path, artefact: Path, nodrop: bool) -> None:
+    """A subscriber that stops reading: by default the others still get everything; with
+    pub_nodrop every refused send is counted instead. Either way the engine keeps going."""
+    n = 30
+    onset, apex = face_pairs(2)
+    with Engine(tmp_path, artefact, pub_hwm=2, pub_nodrop=nodrop) as eng:
+        stalled = eng.ctx.socket(zmq.SUB)
+        stalled.linger = 0
+        stalled.rcvhwm = 1
+        stalled.subscribe(b"label/")
+        stalled.connect(eng.cfg.pub_endpoint)
+        time.sleep(0.3)  # let the subscription land
+        got = 0
+        for i in range(n):
+            eng.push.send_multipart(encode_pair(pair(i, onset[i % 2]), onset[i % 2], apex[i % 2]))
+            # the reading subscriber keeps up, message by message
+            while eng.sub.poll(20):
+                _, h, _ = decode(eng.sub.recv_multipart(), has_topic=True)
+                got += isinstance(h, Result)
+        quiet_until = time.monotonic() + 1.0  # until no Result came for 1 s (heartbeats keep flowing)
+        while got < n and time.monotonic() < quiet_until:
+            if eng.sub.poll(100):
+                _, h, _ = decode(eng.sub.recv_multipart(), has_topic=True)
+                if isinstance(h, Result):
+                    got += 1
+                    quiet_until = time.monotonic() + 1.0
+        st = eng.stop_and_final_status()
+        stalled.close(0)
+    c = st.counters
+    assert c["pairs_in"] == n
+    assert c["results_out"] + c.get("dropped_pub_full", 0) == n
+    if nodrop:
+        assert c.get("dropped_pub_full", 0) > 0 and got == c["results_out"]
+    else:
+        assert got == n and c["results_out"] == n

@@ -25,6 +25,12 @@ class EngineConfig(Section):
     engine_id: str = ""
     heartbeat_s: float = Field(1.0, gt=0, le=60)
     pub_hwm: int = Field(1000, ge=1, description="messages queued per slow subscriber before dropping")
+    pub_nodrop: bool = Field(
+        False,
+        description="XPUB_NODROP: a full subscriber queue refuses the message for EVERY subscriber and the "
+        "engine counts it (dropped{reason=pub_full}); false = a slow subscriber loses only its own "
+        "messages, dropped inside libzmq where the engine cannot count them",
+    )
     heatmap_dtype: Literal["uint8", "float16"] = "uint8"
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     batching: BatchingConfig = BatchingConfig()

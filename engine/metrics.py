@@ -8,10 +8,14 @@ registry on `metrics_port`, `mfvan-streamd` can merge it.
 from __future__ import annotations
 
 import logging
+import sys
+import threading
 import time
 from collections import Counter as Tally
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -42,7 +46,35 @@ class EngineMetrics:
         self.counts[f"dropped_{reason}"] += 1
 
     def serve(self, port: int, addr: str = "127.0.0.1"):
-        return start_http_server(port, addr=addr, registry=self.registry)
+        """/metrics over HTTP in a daemon thread; returns (server, thread)."""
+        return serve_quietly(make_wsgi_app(self.registry), port, addr)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+        pass  # one line per scrape is noise; errors go through handle_error below
+
+
+class _Server(ThreadingMixIn, WSGIServer):
+    """socketserver prints a full traceback for every request that fails (junk from a port
+    scanner, a client that hangs up): a flood of them would fill the journal and look like a
+    crash. One rate-limited warning line instead."""
+
+    daemon_threads = True
+    _log = None
+
+    def handle_error(self, request, client_address) -> None:
+        exc = sys.exc_info()[1]
+        if _Server._log is None:
+            _Server._log = RateLimitedLog(logging.getLogger("mfvan.metrics"))
+        _Server._log.warning("http", "metrics: dropped a bad request from %s: %s", client_address[0], exc)
+
+
+def serve_quietly(app, port: int, addr: str = "127.0.0.1"):
+    httpd = make_server(addr, port, app, _Server, handler_class=_QuietHandler)
+    thread = threading.Thread(target=httpd.serve_forever, name="mfvan-metrics", daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 class RateLimitedLog:

@@ -57,7 +57,8 @@ def _generate(argv: list[str]) -> int:
         print(f"mfvan-synth: {exc}", file=sys.stderr)
         return 1
     print(f"{out}: {s['subjects']} identities, {s['clips']} clips, {s['frames']} frames, "
-          f"{s['micro']} micro, {s['macro']} macro, {s['blinks']} blinks in {s['seconds']} s")
+          f"{s['micro']} micro, {s['macro']} macro, {s['blinks']} blinks in {s['seconds']} s "
+          f"({s['frames'] / max(s['seconds'], 1e-9):.1f} frames/s, {s['cpu_seconds']} CPU s)")
     return 0
 
 

@@ -175,6 +175,16 @@ def write_ground_truth(out: Path, plans: list[ClipPlan], identities: list[Identi
             }) + "\n")
 
 
+def _cpu_seconds() -> float:
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        r = resource.getrusage(who)
+        total += r.ru_utime + r.ru_stime
+    return total
+
+
 def make_corpus(out: Path, subjects: int, clips_per_subject: int, seed: int, opts: PlanOptions,
                 workers: int = 2, face_px: float = 220.0, progress: bool = True) -> dict:
     from tqdm import tqdm
@@ -206,6 +216,9 @@ def make_corpus(out: Path, subjects: int, clips_per_subject: int, seed: int, opt
         "blinks": sum(e.kind == "blink" for p in plans for e in p.events),
         "labels": {lab: sum(r["label"] == lab and r["kind"] == "micro" for r in rows) for lab in LABELS},
         "fps": opts.fps, "seed": seed, "options": asdict(opts), "seconds": round(time.perf_counter() - t0, 1),
+        # CPU seconds of this process and its finished workers: wall time depends on what else
+        # runs on the machine, this does much less (idle-machine estimate: cpu_seconds / workers)
+        "cpu_seconds": round(_cpu_seconds(), 1),
     }
     (out / "manifest.json").write_text(json.dumps(summary, indent=1) + "\n")
     return summary

@@ -37,6 +37,7 @@ def casme2_tree(tmp_path: Path) -> Path:
     ws.append(["01", "EP03_02", 1, "/", 59, "4+7", "repression"])  # missing apex (real defect)
     ws.append([4, "EP12_01f", 100, 120, 0, "4", "disgust"])  # offset 0 (real defect)
     ws.append(["17", "EP05_09", 20, 30, 40, "1+2", "fear"])  # 'others' in the 5-class protocol
+    ws.append(["17", "EP05_09", 20, 45, 40, "1+2", "fear"])  # apex after offset (typo-like defect)
     ws.append(["26", "EP99_99", 1, 2, 3, "1", "surprise"])  # no such folder
     ws.append([None, None, None, None, None, None, None])  # trailing empty row
     wb.save(root / "CASME2-coding-20140508.xlsx")
@@ -48,7 +49,9 @@ def test_reads_rows_and_repairs_defects(casme2_tree: Path, caplog: pytest.LogCap
     with caplog.at_level(logging.WARNING, logger="mfvan.datasets"):
         samples = load_casme2(casme2_tree, report=report)
     by = {s.clip: s for s in samples}
-    assert sorted(by) == ["EP02_01f", "EP03_02", "EP05_09", "EP12_01f"]
+    assert sorted(s.clip for s in samples) == ["EP02_01f", "EP03_02", "EP05_09", "EP05_09", "EP12_01f"]
+    clamped = [s for s in samples if s.clip == "EP05_09" and s.notes]
+    assert len(clamped) == 1 and clamped[0].apex == 40 and "clamped" in clamped[0].notes[0]
     s = by["EP02_01f"]
     assert (s.subject, s.onset, s.apex, s.offset, s.label, s.fps) == ("sub01", 46, 59, 86, "happiness", 200.0)
     assert s.onset_path.name == "img46.jpg" and s.apex_path.name == "img59.jpg"
@@ -57,8 +60,8 @@ def test_reads_rows_and_repairs_defects(casme2_tree: Path, caplog: pytest.LogCap
     assert by["EP03_02"].apex == 30 and "apex missing" in by["EP03_02"].notes[0]
     # offset 0 -> last frame of the folder
     assert by["EP12_01f"].offset == 139 and by["EP12_01f"].subject == "sub04"
-    assert report.rows == 5 and report.samples == 4
-    assert len(report.repaired) == 2 and len(report.skipped) == 1 and "EP99_99" in report.skipped[0]
+    assert report.rows == 6 and report.samples == 5
+    assert len(report.repaired) == 3 and len(report.skipped) == 1 and "EP99_99" in report.skipped[0]
     assert "apex missing" in caplog.text and "EP99_99" in caplog.text
 
 
@@ -70,7 +73,7 @@ def test_five_class_mapping(casme2_tree: Path) -> None:
 def test_label_map_none_is_reported_not_silent(casme2_tree: Path) -> None:
     report = LoadReport()
     samples = load_casme2(casme2_tree, report=report, label_map=lambda e: None if e == "fear" else e)
-    assert len(samples) == 3 and report.unmapped == ["sub17/EP05_09: fear"]
+    assert len(samples) == 3 and report.unmapped == ["sub17/EP05_09: fear"] * 2
 
 
 def test_cropped_layout(tmp_path: Path) -> None:

@@ -36,6 +36,12 @@ def test_field_peak_is_the_amplitude_and_local(identity, label: str, amplitude: 
     assert border.max() == 0.0
 
 
+def test_a_tearing_warp_is_refused(identity) -> None:
+    box = roi(identity.landmarks, identity.image.shape[:2])
+    with pytest.raises(ValueError, match="fold"):
+        expression_field(identity.landmarks, "positive", 60.0, box)
+
+
 def test_blink_closes_the_eye_without_folding(identity) -> None:
     box = roi(identity.landmarks, identity.image.shape[:2])
     f = blink_field(identity.landmarks, box)

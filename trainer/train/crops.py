@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from streamer.faces.align import warp
 from trainer.train.data import PairSet
 
 _NUM = re.compile(r"(\d+)(?!.*\d)")
@@ -51,6 +52,32 @@ def _frame(paths: Sequence[str | Path], index: dict[int, Path], n: int) -> np.nd
     return img
 
 
+def register(frame: np.ndarray, m: np.ndarray, ref_grey: np.ndarray, size: int) -> np.ndarray:
+    """Crop `frame` with the onset's transform `m`, then remove the head's rigid motion since
+    the onset by ECC (Euclidean) registration of the crop to the onset crop, in one warp.
+
+    WHY: the streamer re-aligns every frame to its tracked face, so live pairs carry no head
+    drift; crops cut with the onset transform alone would (a few px over 100 ms on the
+    synthetic corpus), and that drift would swamp the 1-4 px micro-movement. The micro-
+    movement is local, so the global fit follows the head, not the expression.
+    """
+    first = warp(frame, m, size)
+    grey = cv2.cvtColor(first, cv2.COLOR_BGR2GRAY)
+    w = np.eye(2, 3, dtype=np.float32)
+    mask = np.zeros((size, size), np.uint8)  # the face only: the background does not move with the head
+    cv2.ellipse(mask, (size // 2, int(size * 0.55)), (int(size * 0.36), int(size * 0.45)), 0, 0, 360, 255, -1)
+    try:
+        _, w = cv2.findTransformECC(ref_grey, grey, w, cv2.MOTION_EUCLIDEAN,
+                                    (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4), mask, 3)
+    except cv2.error:  # no convergence: keep the onset transform
+        return first
+    m3 = np.vstack([m, [0, 0, 1]]).astype(np.float64)
+    w3 = np.vstack([w, [0, 0, 1]]).astype(np.float64)
+    t = np.linalg.inv(m3) @ w3  # crop pixel -> frame pixel
+    return cv2.warpAffine(frame, t[:2].astype(np.float32), (size, size),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
+
+
 class Cropper:
     def __init__(self, crop_size: int, cache_dir: str | Path | None, extra_frames: int = 0) -> None:
         self.crop_size = crop_size
@@ -70,7 +97,7 @@ class Cropper:
         return np.asarray(best.landmarks, np.float32)
 
     def key(self, s: Any) -> str:
-        raw = f"{s.subject}|{s.clip}|{s.onset}|{s.apex}|{s.offset}|{self.crop_size}|{self.extra}|{Path(s.frame_paths[0]).parent}"
+        raw = f"v3|{s.subject}|{s.clip}|{s.onset}|{s.apex}|{s.offset}|{self.crop_size}|{self.extra}|{Path(s.frame_paths[0]).parent}"
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
     def crops(self, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,17 +106,20 @@ class Cropper:
         if cached is not None and cached.exists():
             with np.load(cached, allow_pickle=False) as z:
                 return z["onset"], z["apex"], z["frames"]
-        from streamer.faces.align import similarity_transform, warp
+        from streamer.faces.align import similarity_transform
 
         paths = list(s.frame_paths)
         index = frame_index(paths)
         onset_bgr = _frame(paths, index, int(s.onset))
         m = similarity_transform(self._detect(onset_bgr), self.crop_size)
 
-        def crop(img: np.ndarray) -> np.ndarray:
-            return cv2.cvtColor(warp(img, m, self.crop_size), cv2.COLOR_BGR2RGB)
+        onset_crop = warp(onset_bgr, m, self.crop_size)
+        ref = cv2.cvtColor(onset_crop, cv2.COLOR_BGR2GRAY)
 
-        onset = crop(onset_bgr)
+        def crop(img: np.ndarray) -> np.ndarray:
+            return cv2.cvtColor(register(img, m, ref, self.crop_size), cv2.COLOR_BGR2RGB)
+
+        onset = cv2.cvtColor(onset_crop, cv2.COLOR_BGR2RGB)
         apex = crop(_frame(paths, index, int(s.apex)))
         lo, hi = int(s.onset), int(s.apex)
         picks = sorted(set(np.linspace(lo, hi, self.extra + 2)[1:-1].round().astype(int).tolist())) if self.extra else []

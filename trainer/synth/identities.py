@@ -10,22 +10,16 @@ when scaled to ~220 px; they are kept and flagged `low_res` so users can drop th
 
 from __future__ import annotations
 
-import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from trainer.media import MediaError, cache_dir, fetch, local_stills, media_path
+from trainer.media import MediaError, fetch, local_stills, media_path
 
 FRAME_W, FRAME_H = 640, 480
 
-# ultralytics' wheel ships two photos with people (AGPL-3.0 code; the images are Ultralytics'
-# sample assets). trainer/media.py does not list it, so it is fetched here the same way.
-ULTRALYTICS = "ultralytics==8.4.190"
-ULTRALYTICS_ASSETS = {"ultralytics/assets/zidane.jpg": "zidane.jpg", "ultralytics/assets/bus.jpg": "bus.jpg"}
 
 
 @dataclass(frozen=True)
@@ -80,35 +74,8 @@ class Identity:
         return float(np.linalg.norm(self.landmarks[42:48].mean(0) - self.landmarks[36:42].mean(0)))
 
 
-def _ultralytics_asset(name: str, dest: Path | None = None) -> Path:
-    dest = dest or cache_dir()
-    path = dest / name
-    if path.exists():
-        return path
-    import subprocess
-    import sys
-    import tempfile
-
-    dest.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="mfvan-media-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               "--only-binary=:all:", "-d", tmp, ULTRALYTICS]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        wheels = list(Path(tmp).glob("*.whl"))
-        if proc.returncode != 0 or not wheels:
-            raise MediaError(f"`pip download {ULTRALYTICS}` failed: {(proc.stderr or '').strip()[-300:]}")
-        with zipfile.ZipFile(wheels[0]) as zf:
-            for member, out in ULTRALYTICS_ASSETS.items():
-                tmp_out = dest / f".{out}.part"
-                tmp_out.write_bytes(zf.read(member))
-                tmp_out.replace(dest / out)
-    return path
-
-
 def _read_source(spec: IdentitySpec) -> np.ndarray:
-    if spec.media in ULTRALYTICS_ASSETS.values():
-        path = _ultralytics_asset(spec.media)
-    elif spec.media in local_stills():
+    if spec.media in local_stills():
         path = local_stills()[spec.media]
     else:
         path = media_path(spec.media)
@@ -162,6 +129,6 @@ def load_identities(n: int | None = None, face_px: float = 220.0) -> list[Identi
     specs = SPECS if n is None else SPECS[:n]
     if n is not None and n > len(SPECS):
         raise ValueError(f"only {len(SPECS)} distinct identities exist; asked for {n}")
-    if any(s.media not in local_stills() and s.media not in ULTRALYTICS_ASSETS.values() for s in specs):
+    if any(s.media not in local_stills() for s in specs):
         fetch(quiet=True)
     return [place(s, face_px) for s in specs]

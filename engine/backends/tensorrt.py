@@ -106,6 +106,11 @@ def build_plan(
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if precision == "fp16":
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise ArtefactError(
+                f"TensorRT {trt.__version__} has no FP16 builder flag (weak typing removed); build --precision int8 "
+                "(QDQ, strongly typed) or fp32"
+            )
         config.set_flag(trt.BuilderFlag.FP16)
     elif precision == "int8" and not strongly_typed:
         config.set_flag(trt.BuilderFlag.INT8)  # TensorRT < 10: explicit QDQ still needs the flag
@@ -190,7 +195,7 @@ class TensorRTBackend:
                 self.context.set_input_shape(name, arr.shape)
                 _check(cudart, cudart.cudaMemcpyAsync(ptr, arr.ctypes.data, arr.nbytes, h2d, self.stream))
                 host_in[name] = arr  # keep alive until the stream syncs
-        if not self.context.execute_async_v3(self.stream):
+        if not self.context.execute_async_v3(int(self.stream)):
             raise RuntimeError("TensorRT execute_async_v3 failed")
         for name, (is_input, dtype, shape, ptr) in self.tensors.items():
             if not is_input:

@@ -39,7 +39,18 @@ class NoiseFloor:
         # a MAD of exactly 0 (a perfectly still synthetic stretch) would make any motion an event
         return self.median + self.c * MAD_TO_SIGMA * max(self.mad, 1e-3 + 0.05 * self.median)
 
+    @property
+    def gate(self) -> float:
+        """Values above this are not learnt once the floor is ready: half-way to the trigger.
+
+        Without the gate, sub-threshold motion (weak events, a slow expression) is fed back,
+        raises the floor, hides more motion, and the floor drifts upward on a busy face.
+        """
+        return self.median + 0.5 * (self.threshold - self.median)
+
     def add(self, value: float) -> None:
+        if self.ready and value > self.gate:
+            return
         self.values.append(value)
         self._n_since += 1
         if self._n_since >= self.refresh and len(self.values) >= min(self.warmup, 16):

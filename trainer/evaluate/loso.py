@@ -27,6 +27,7 @@ from trainer.evaluate.metrics import confusion, per_class
 from trainer.evaluate.protocol import (
     ABLATION_ROWS,
     FoldResult,
+    fingerprint,
     fold_subjects,
     pooled,
     run_baseline_fold,
@@ -52,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-folds", type=int, help="evaluate only the first N subjects' folds (default eval.max_folds)")
     p.add_argument("--ablation", action="store_true", help="also run Table 3's rows and write ablation.md")
     p.add_argument("--ablation-folds", type=int, default=0, help="folds for the ablation rows (0 = same as --max-folds)")
+    p.add_argument("--ablation-only", action="store_true", help="run only the ablation rows (no model comparison)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides config device")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     p.add_argument("--no-progress", action="store_true")
@@ -164,27 +166,34 @@ def run_loso(
     fold_root = out / "folds"
     for name in models:
         if name == "mfvan":
-            results = run_folds(name, subjects, lambda s: run_mfvan_fold(cfg, data, s, device, False), fold_root / name, progress, log)
+            results = run_folds(name, subjects, lambda s: run_mfvan_fold(cfg, data, s, device, False), fold_root / name, progress, log,
+                                fingerprint(cfg, name))
             model = create_model(cfg.model)
             report["models"][name] = {**_model_report(name, results, data, out, f"MFVAN ({cfg.model.input_form})"), "profile": profile(model)}
             _overlays(results, data, out, cfg.eval.overlays)
         else:
-            results = run_folds(name, subjects, lambda s, n=name: run_baseline_fold(BASELINE_FIT[n], data, s, cfg.seed), fold_root / name, progress, log)
+            results = run_folds(name, subjects, lambda s, n=name: run_baseline_fold(BASELINE_FIT[n], data, s, cfg.seed), fold_root / name,
+                                progress, log, fingerprint(None, name, cfg.seed))
             report["models"][name] = _model_report(name, results, data, out, name)
         rep.write_json(out / "report.json", report)
     cols = ["model", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean", "total_seconds"]
-    rows = [{"model": k, **{c_: v.get(c_) for c_ in cols[1:]}} for k, v in report["models"].items()]
+    rows: list[dict[str, Any]] = [{"model": k, **{c_: v.get(c_) for c_ in cols[1:]}} for k, v in report["models"].items()]
     text = f"# LOSO on {cfg.data.dataset}: {len(subjects)} folds of {len(data.subject_list())} subjects, {len(data)} samples\n\n"
     text += rep.markdown_table(rows, cols)
     for k, v in report["models"].items():
         text += f"\n## {k}: per class\n\n" + rep.markdown_table(v["per_class"], ["class", "precision", "recall", "f1", "support"])
-    (out / "results.md").write_text(text)
+    if report["models"]:
+        (out / "results.md").write_text(text)
     if ablation:
         ab_subjects = fold_subjects(data, ablation_folds or max_folds)
         ab_rows = []
         for row, changes in ABLATION_ROWS:
             rcfg = with_model(cfg, **changes)
-            results = run_folds(row, ab_subjects, lambda s, rc=rcfg: run_mfvan_fold(rc, data, s, device, False), fold_root / f"ablation_{row}", progress, log)
+            # the row equal to the configured model reuses its folds instead of training again
+            same = rcfg.model == cfg.model
+            folder = fold_root / ("mfvan" if same else f"ablation_{row}")
+            results = run_folds(row, ab_subjects, lambda s, rc=rcfg: run_mfvan_fold(rc, data, s, device, False), folder, progress, log,
+                                fingerprint(rcfg, "mfvan"))
             s = pooled(results, c)
             ab_rows.append({"row": row, **{k: s[k] for k in ("n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean")}})
         report["ablation"] = {"folds": len(ab_subjects), "rows": ab_rows}
@@ -205,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.device:
         upd["device"] = args.device
     cfg = cfg.model_copy(update=upd)
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    models = [] if args.ablation_only else [m.strip() for m in args.models.split(",") if m.strip()]
     bad = [m for m in models if m not in MODELS]
     if bad:
         print(f"mfvan-eval loso: unknown model(s) {bad}; choose from {', '.join(MODELS)}", file=sys.stderr)
@@ -227,7 +236,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     log(f"{len(data)} samples, {len(data.subject_list())} subjects, {len(skipped)} skipped; device {device}")
     max_folds = cfg.eval.max_folds if args.max_folds is None else args.max_folds
     t0 = time.perf_counter()
-    report = run_loso(cfg, data, out, models, max_folds, args.ablation, args.ablation_folds, not args.no_progress, skipped)
+    report = run_loso(cfg, data, out, models, max_folds, args.ablation or args.ablation_only, args.ablation_folds, not args.no_progress, skipped)
     log(f"done in {time.perf_counter() - t0:.0f}s -> {out}/report.json")
     print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "uf1", "uar")} for k, v in report["models"].items()}, indent=1))
+    if "ablation" in report:
+        print((out / "ablation.md").read_text())
     return 0

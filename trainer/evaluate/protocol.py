@@ -98,6 +98,15 @@ def run_baseline_fold(fit: Callable[..., Callable[[PairSet], np.ndarray]], data:
     return FoldResult(subject, te.labels, np.asarray(pred), time.perf_counter() - t0, index=test_idx)
 
 
+def fingerprint(cfg: TrainConfig | None, model: str, seed: int = 0) -> str:
+    """What decides a fold's result: the model name and its config (baselines: the seed)."""
+    import hashlib
+    import json
+
+    blob = json.dumps({"model": model, "cfg": cfg.model_dump(mode="json") if cfg else None, "seed": seed}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
 def hash_subject(subject: str) -> int:
     return sum((i + 1) * ord(c) for i, c in enumerate(subject)) % 100_003
 
@@ -109,11 +118,21 @@ def run_folds(
     fold_dir: Path | None,
     progress: bool,
     log: Callable[[str], None] = print,
+    fingerprint: str = "",
 ) -> list[FoldResult]:
-    """Run (or reload) every fold of one model; log each fold's time and accuracy."""
+    """Run (or reload) every fold of one model; log each fold's time and accuracy.
+
+    A saved fold is reused only if its `fingerprint` (hash of the config that made it)
+    matches, so a changed config never reports stale folds."""
     results = []
     for subject in tqdm(subjects, desc=f"LOSO {name}", disable=not progress):
         path = fold_dir / f"{subject}.npz" if fold_dir else None
+        if path is not None and path.exists() and fingerprint:
+            with np.load(path, allow_pickle=False) as z:
+                saved = str(z["fingerprint"]) if "fingerprint" in z else ""
+            if saved and saved != fingerprint:
+                log(f"{name} fold {subject}: saved with another config, recomputing")
+                path.unlink()
         if path is not None and path.exists():
             with np.load(path, allow_pickle=False) as z:
                 r = FoldResult(
@@ -125,7 +144,8 @@ def run_folds(
             r = one_fold(subject)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                arrays: dict[str, Any] = {"y_true": r.y_true, "y_pred": r.y_pred, "seconds": r.seconds, "index": r.index}
+                arrays: dict[str, Any] = {"y_true": r.y_true, "y_pred": r.y_pred, "seconds": r.seconds, "index": r.index,
+                                          "fingerprint": np.array(fingerprint)}
                 if r.probs is not None:
                     arrays["probs"], arrays["heatmaps"] = r.probs, r.heatmaps
                 if r.epochs is not None:

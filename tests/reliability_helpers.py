@@ -265,11 +265,14 @@ def tcp_port(endpoint: str) -> int:
 
 
 class Engined:
-    """`mfvan-engined` as a subprocess on TCP endpoints with its /metrics port."""
+    """`mfvan-engined` as a subprocess on TCP (or ipc) endpoints with its /metrics port."""
 
-    def __init__(self, tmp: Path, artefact: Path, extra: list[str] | None = None):
-        self.pair = f"tcp://127.0.0.1:{free_port()}"
-        self.pub = f"tcp://127.0.0.1:{free_port()}"
+    def __init__(self, tmp: Path, artefact: Path, extra: list[str] | None = None, ipc: bool = False):
+        if ipc:  # unix sockets: small kernel buffers, so a stalled reader shows at once
+            self.pair, self.pub = f"ipc://{tmp}/pairs", f"ipc://{tmp}/pub"
+        else:
+            self.pair = f"tcp://127.0.0.1:{free_port()}"
+            self.pub = f"tcp://127.0.0.1:{free_port()}"
         self.metrics_port = free_port()
         self.log_path = tmp / "engined.log"
         script = Path(sys.executable).with_name("mfvan-engined")

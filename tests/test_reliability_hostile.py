@@ -11,6 +11,7 @@ memory must stay bounded, and a valid pair sent afterwards must still get its Re
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
@@ -158,7 +159,6 @@ def test_engine_survives_100000_hostile_messages(tmp_path: Path, artefact: Path)
     run_flood(tmp_path, artefact, 100_000)
 
 
-@pytest.mark.xfail(strict=True, reason="engine PULL socket sets no ZMQ_MAXMSGSIZE: a peer can make it allocate any frame size")
 def test_oversized_frame_is_refused_by_the_transport(tmp_path: Path, artefact: Path) -> None:
     """A 256 MB frame (16x the largest array the protocol allows) must not be buffered whole."""
     onset, apex = face_pairs(1)
@@ -229,17 +229,10 @@ def test_daemon_survives_junk_at_every_bound_socket(tmp_path: Path, artefact: Pa
             ctx.term()
         code = d.stop()
     assert code == 0, d.log()[-3000:]
-    # the only tracebacks allowed here are the HTTP servers' (see the xfail test below)
-    other, _ = split_tracebacks(d.log())
-    assert "Traceback" not in other, other[-3000:]
-
-
-def split_tracebacks(log: str) -> tuple[str, int]:
-    """(the log without socketserver's handle_error blocks, how many such blocks there were).
-
-    socketserver prints an exception in a request handler between two lines of 40 dashes."""
-    parts = log.split("-" * 40)
-    return "".join(parts[0::2]), len(parts) // 2
+    # the only tracebacks allowed here are the HTTP servers' (see the xfail test below): no
+    # frame of our own code but the /metrics handler may appear in one
+    ours = [ln.strip() for ln in d.log().splitlines() if re.search(r'File ".*/(engine|streamer|trainer)/', ln)]
+    assert all(ln.endswith("in do_GET") for ln in ours), ours
 
 
 @pytest.mark.xfail(strict=True, reason="socketserver's default handle_error prints a full traceback to the log for every junk HTTP request")
@@ -256,7 +249,7 @@ def test_junk_http_leaves_no_traceback_in_the_log(tmp_path: Path, artefact: Path
                 sock.close()
         time.sleep(0.5)
         assert d.healthz()[0] == 200
-    assert "Traceback" not in d.log(), f"{split_tracebacks(d.log())[1]} tracebacks from the HTTP servers"
+    assert "Traceback" not in d.log(), f"{d.log().count('Traceback')} tracebacks from the HTTP servers"
 
 
 def _short_clip(tmp: Path, seconds: float = 60.0, fps: float = 50.0) -> Path:

@@ -122,3 +122,17 @@ def test_cli_on_saved_pairs_and_bad_input(tmp_path: Path, capsys: pytest.Capture
     assert main(["--config", str(cfg), "--out", str(tmp_path / "o2"), "--no-progress"]) == 2
     assert "no dataset root" in capsys.readouterr().err
     assert main(["--config", str(cfg), "--pairs", str(tmp_path / "p.npz"), "--models", "svm"]) == 2
+
+
+def test_saved_folds_are_reused_only_for_the_same_config(tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    def one_fold(subject: str) -> protocol.FoldResult:
+        calls.append(subject)
+        return protocol.FoldResult(subject, np.array([0, 1]), np.array([0, 0]), 1.0, index=np.array([0, 1]))
+
+    for fp, want in (("cfg-a", ["s1", "s2"]), ("cfg-a", []), ("cfg-b", ["s1", "s2"])):
+        calls.clear()
+        res = protocol.run_folds("m", ["s1", "s2"], one_fold, tmp_path, False, lambda _m: None, fp)
+        assert calls == want and [r.subject for r in res] == ["s1", "s2"]
+        assert res[0].y_pred.tolist() == [0, 0]

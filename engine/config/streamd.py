@@ -73,7 +73,9 @@ class StreamdConfig(Section):
     capture: CaptureConfig = CaptureConfig()
     faces: FacesConfig = FacesConfig()
     spotter: SpotterConfig = SpotterConfig()
-    engine: EngineConfig = EngineConfig()
+    # the embedded engine shares the host with one streamer core per camera: one ORT thread by
+    # default (two threads on two busy cores tripled the e2e p99 in mfvan-bench e2e)
+    engine: EngineConfig = EngineConfig(intra_op_threads=1)
     embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
     supervisor: SupervisorConfig = SupervisorConfig()
     security: Security = Security()

@@ -25,15 +25,19 @@ class PairReader:
     """onnxruntime CalibrationDataReader over wire crops, fed exactly like the server feeds."""
 
     def __init__(self, pairs: PairSet, batch: int = 8, names: tuple[str, str] = ("onset", "apex")):
-        self.pairs, self.batch, self.names = pairs, batch, names
+        self.pairs, self.batch, self.names = pairs, min(batch, len(pairs)), names
         self._i = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
-        if self._i >= len(self.pairs):
+        """Batches of exactly `batch` pairs: ONNX Runtime's histogram calibrators (entropy,
+        percentile) stack per-batch outputs and fail on a short last batch, so the last one is
+        topped up with the first pairs (a few repeats; min/max and histograms barely move)."""
+        n = len(self.pairs)
+        if self._i >= n:
             return None
-        sl = slice(self._i, self._i + self.batch)
+        idx = np.arange(self._i, self._i + self.batch) % n
         self._i += self.batch
-        return {self.names[0]: crops_to_nchw(self.pairs.onset[sl]), self.names[1]: crops_to_nchw(self.pairs.apex[sl])}
+        return {self.names[0]: crops_to_nchw(self.pairs.onset[idx]), self.names[1]: crops_to_nchw(self.pairs.apex[idx])}
 
     def rewind(self) -> None:
         self._i = 0
@@ -48,6 +52,7 @@ def quantize_qdq(
     op_types: tuple[str, ...] = DEFAULT_OPS,
     per_channel: bool = True,
     percentile: float = 99.99,
+    entropy_bins: int = 2048,
 ) -> dict[str, object]:
     """Write the QDQ model to `out`; return what the manifest records about it."""
     from onnxruntime.quantization import (
@@ -72,10 +77,15 @@ def quantize_qdq(
         pre = Path(tmp) / "pre.onnx"
         # shape inference + ORT-basic optimisation first, as onnxruntime's quantiser recommends
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+        reader: object = _Reader(pairs)
+        cache: dict[str, object] = {}
+        if method == "entropy":
+            ranges = _entropy_ranges(pre, Path(tmp), _Reader(pairs), op_types, entropy_bins)
+            reader, cache = None, {"calibration_cache_path": ranges}
         quantize_static(
             str(pre),
             str(out),
-            _Reader(pairs),
+            reader,
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(op_types),
             per_channel=per_channel,
@@ -88,6 +98,7 @@ def quantize_qdq(
                 "CalibPercentile": percentile,
                 "CalibTensorRangeSymmetric": True,
             },
+            **cache,
         )
     import onnx
 
@@ -96,3 +107,34 @@ def quantize_qdq(
     if n_q == 0:
         raise CalibrationError(f"{out.name}: the quantiser inserted no QuantizeLinear nodes")
     return {"method": method, "op_types": list(op_types), "per_channel": per_channel, "quantize_nodes": n_q}
+
+
+def _entropy_ranges(pre: Path, tmp: Path, reader, op_types: tuple[str, ...], bins: int = 2048) -> Path:
+    """KL-divergence (entropy) ranges with 2048 histogram bins folded to 128, as TensorRT does.
+
+    Why by hand: `quantize_static` does not pass bin counts to the entropy calibrator, whose
+    defaults (128 bins, 128 quantised bins) make every threshold the full range, i.e. the very
+    same model as MinMax. The ranges go to quantize_static through its calibration cache.
+    """
+    try:
+        from onnxruntime.quantization.calibrate import (
+            CalibrationMethod,
+            create_calibrator,
+            save_tensors_data,
+        )
+    except ImportError:
+        raise CalibrationError(
+            "entropy calibration needs an onnxruntime with the calibration cache API (save_tensors_data); "
+            "use --calib-method minmax or percentile, or upgrade onnxruntime"
+        ) from None
+    calibrator = create_calibrator(
+        pre,
+        list(op_types),
+        augmented_model_path=str(tmp / "augmented.onnx"),
+        calibrate_method=CalibrationMethod.Entropy,
+        extra_options={"symmetric": True, "num_bins": bins, "num_quantized_bins": 128},
+    )
+    calibrator.collect_data(reader)
+    path = tmp / "entropy_ranges.json"
+    save_tensors_data(calibrator.compute_data(), path)
+    return path

@@ -161,3 +161,21 @@ def test_pairs_from_a_casme2_layout_corpus(tmp_path: Path) -> None:
     assert pairs.subjects == [f"sub{i:02d}" for i in range(1, len(stills) + 1)]
     assert list(pairs.labels) == [i % 3 for i in range(1, len(stills) + 1)]
     assert not np.array_equal(pairs.onset, pairs.apex)  # the apex frame really is the shifted one
+
+
+def test_each_calibration_method_gives_its_own_model(int8_artefact: Path, tmp_path: Path) -> None:
+    """Entropy must not silently equal MinMax (onnxruntime's defaults make it so: 128 bins folded
+    to 128); a short last batch must not break the histogram calibrators."""
+    import hashlib
+
+    from calibration.quantize import quantize_qdq
+
+    pairs = pairset(13, 4, seed=3)  # 13 = one full batch of 8 + a short one
+    digests = {}
+    for method in ("minmax", "entropy", "percentile"):
+        out = tmp_path / f"{method}.onnx"
+        # 256 bins keep the entropy search (Python, per tensor) short in CI; builds use 2048
+        info = quantize_qdq(int8_artefact / "model.opt.onnx", out, pairs, method=method, entropy_bins=256)
+        assert info["method"] == method and info["quantize_nodes"] > 0
+        digests[method] = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert len(set(digests.values())) == 3, digests

@@ -142,6 +142,28 @@ def test_results_equal_torch(tmp_path: Path, artefact: Path) -> None:
     assert st.counters["pairs_in"] == len(onset) and st.counters["results_out"] == len(onset)
 
 
+def test_trained_demo_model_end_to_end_equals_torch(tmp_path: Path) -> None:
+    """The bundled demo checkpoint (trained weights): build with the default --checkpoint, serve,
+    and the published probabilities are torch's for the same wire pairs."""
+    from engine.build import DEMO_CHECKPOINT, build_artefact
+    from engine.config.engine import BuildConfig
+
+    if not DEMO_CHECKPOINT.is_file():
+        pytest.skip(f"{DEMO_CHECKPOINT} not trained yet (model helper)")
+    art = tmp_path / "demo"
+    build_artefact(BuildConfig(out=str(art)), progress=False)
+    onset, apex = face_pairs(4, seed=7)
+    with Engine(tmp_path, art, batching=BatchingConfig(max_batch=2, max_wait_ms=1)) as eng:
+        for i in range(4):
+            eng.push.send_multipart(encode_pair(pair(i, onset[i]), onset[i], apex[i]))
+        got = eng.wait_for(lambda h, _a: isinstance(h, Result), n=4, timeout=30)
+    want_p, _ = torch_probs(art, onset, apex)
+    labels = load_artefact(art).manifest.labels
+    for _, res, _ in got:
+        np.testing.assert_allclose([res.probs[n] for n in labels], want_p[res.seq], atol=1e-4)
+        assert res.label == labels[int(want_p[res.seq].argmax())]
+
+
 def test_bad_messages_are_dropped_counted_and_survived(tmp_path: Path, artefact: Path, caplog) -> None:
     onset, apex = face_pairs(1)
     small = np.zeros((64, 64, 3), np.uint8)

@@ -317,8 +317,31 @@ def start(cfg: EngineConfig) -> EngineServer:
     return server
 
 
+def _mmap_large_buffers(threshold: int = 1 << 20) -> None:
+    """glibc: serve buffers ≥ 1 MiB from mmap, always.
+
+    Why: pairs arrive as multi-kB..16 MiB frames allocated by ZeroMQ's I/O thread. glibc's
+    default raises its mmap threshold after the first large free, so later large frames come
+    from heap arenas that are not returned to the OS: RSS ratchets up under a flood of big
+    (even rejected) messages although nothing leaks. A fixed threshold keeps RSS flat.
+    Not glibc (musl, macOS): nothing to do.
+    """
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        mallopt = getattr(libc, "mallopt", None)
+    except OSError:
+        mallopt = None
+    if mallopt is not None:
+        mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+
+
 def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
     """Serve until `stop_event` is set. 0 after a clean stop, 2 when the engine cannot start."""
+    _mmap_large_buffers()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:

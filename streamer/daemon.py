@@ -33,7 +33,7 @@ from pathlib import Path
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.streamd import StreamdConfig
 from streamer import sdnotify
-from streamer.worker import COUNTERS, EXIT_DONE
+from streamer.worker import COUNTERS, EXIT_DONE, GAUGES
 
 log = logging.getLogger("mfvan.streamd")
 
@@ -72,6 +72,7 @@ class Child:
     process: mp.process.BaseProcess | None = None
     restarts: deque = field(default_factory=deque)
     restart_total: int = 0
+    restart_at: float | None = None  # a dead child waits for its backoff to end
     done: bool = False
 
 
@@ -125,8 +126,27 @@ class Supervisor:
         finally:
             sub.close()
 
+    def _check_artefact(self) -> bool:
+        """Refuse a crop size the embedded engine's model cannot take (every pair would be dropped)."""
+        if not any(c.kind == "engine" for c in self.children):
+            return True
+        from engine.artefact import ArtefactError, load_artefact
+
+        try:
+            size = load_artefact(self.cfg.engine.artefact, verify=False).crop_size
+        except ArtefactError:
+            return True  # the engine itself reports a broken artefact, with how to rebuild it
+        if size != self.cfg.faces.crop_size:
+            log.error("faces.crop_size %d does not match the engine artefact's input %d: set faces.crop_size: %d "
+                      "(or build the artefact for %d)", self.cfg.faces.crop_size, size, size, self.cfg.faces.crop_size)
+            return False
+        return True
+
     def run(self) -> int:
         self._install_signals()
+        if not self._check_artefact():
+            self.exit_code = 2
+            return self.shutdown()
         self._start_http()
         for c in self.children:
             if c.kind == "engine":
@@ -153,8 +173,14 @@ class Supervisor:
 
     def _check_children(self) -> bool:
         """Restart dead children within the budget. False when the daemon should stop."""
+        now = time.monotonic()
         for c in self.children:
             p = c.process
+            if c.restart_at is not None:
+                if now >= c.restart_at:
+                    c.restart_at = None
+                    self._spawn(c)
+                continue
             if c.done or p is None or p.is_alive():
                 continue
             code = p.exitcode
@@ -170,12 +196,27 @@ class Supervisor:
                           self.cfg.supervisor.restart_window_s)
                 self.exit_code = 1
                 return False
+            # the first restart is immediate (a crash); repeated ones back off (a source that
+            # keeps failing may come back; hammering it helps nobody)
+            delay = 0.0 if not c.restarts else min(30.0, self.cfg.supervisor.backoff_s * 2 ** (len(c.restarts) - 1))
             c.restarts.append(now)
             c.restart_total += 1
-            log.warning("%s died (exit %s): restart %d/%d", c.name, code, len(c.restarts),
-                        self.cfg.supervisor.max_restarts)
-            self._spawn(c)
+            log.warning("%s died (exit %s): restart %d/%d in %.1f s", c.name, code, len(c.restarts),
+                        self.cfg.supervisor.max_restarts, delay)
+            c.restart_at = now + delay
+            if delay == 0:
+                c.restart_at = None
+                self._spawn(c)
         streamers = [c for c in self.children if c.kind == "streamer"]
+        down = [c.name for c in self.children if not c.done and (c.process is None or not c.process.is_alive())]
+        stalled = [c.name for c in streamers if c.shared is not None and c.shared[COUNTERS.index("stalled")]]
+        state = "degraded" if down or stalled else "running"
+        if state != self.state:
+            if state == "degraded":
+                log.warning("degraded: %s", ", ".join([f"{n} down" for n in down] + [f"{n} stalled" for n in stalled]))
+            else:
+                log.info("running again")
+            self.state = state
         if streamers and all(c.done for c in streamers):
             log.info("every replay finished; letting the engine drain for %.1f s", self.cfg.supervisor.linger_s)
             time.sleep(self.cfg.supervisor.linger_s)
@@ -226,19 +267,17 @@ class Supervisor:
         class Collector:
             def collect(self):
                 fams = {name: CounterMetricFamily(f"mfvan_streamer_{name}", f"streamer {name}", labels=["camera"])
-                        for name in COUNTERS if name != "running"}
-                running = GaugeMetricFamily("mfvan_streamer_running", "1 while the streamer loop runs", labels=["camera"])
+                        for name in COUNTERS if name not in GAUGES}
+                gauges = {name: GaugeMetricFamily(f"mfvan_streamer_{name}", f"1 while the streamer is {name}",
+                                                  labels=["camera"]) for name in GAUGES}
                 for c in sup.children:
                     if c.kind != "streamer":
                         continue
                     cam = c.name.removeprefix("streamer-")
                     for i, name in enumerate(COUNTERS):
-                        if name == "running":
-                            running.add_metric([cam], c.shared[i])
-                        else:
-                            fams[name].add_metric([cam], c.shared[i])
+                        (gauges if name in GAUGES else fams)[name].add_metric([cam], c.shared[i])
                 yield from fams.values()
-                yield running
+                yield from gauges.values()
                 up = GaugeMetricFamily("mfvan_child_up", "1 while the child process is alive", labels=["child"])
                 restarts = CounterMetricFamily("mfvan_child_restarts", "child restarts", labels=["child"])
                 for c in sup.children:
@@ -248,6 +287,8 @@ class Supervisor:
                 yield restarts
                 yield GaugeMetricFamily("mfvan_streamd_running", "1 while the daemon is running",
                                         value=1.0 if sup.state == "running" else 0.0)
+                yield GaugeMetricFamily("mfvan_streamd_degraded", "1 while a child is down or a source stalled",
+                                        value=1.0 if sup.state == "degraded" else 0.0)
 
         return Collector()
 
@@ -279,7 +320,20 @@ class Supervisor:
             def log_message(self, *args):  # scrapes every few seconds would flood the log
                 pass
 
-        self.http = ThreadingHTTPServer((self.cfg.supervisor.metrics_host, port), Handler)
+            def handle(self):
+                # a client that sends junk or hangs up is its problem: one debug line, no traceback
+                try:
+                    super().handle()
+                except (ConnectionError, TimeoutError, OSError) as exc:
+                    log.debug("metrics client %s: %s", self.client_address, exc)
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                log.debug("metrics client %s: %s", client_address, sys.exc_info()[1])
+
+        self.http = Server((self.cfg.supervisor.metrics_host, port), Handler)
         self.http.daemon_threads = True
         threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True).start()
         log.info("metrics on http://%s:%d/metrics, health on /healthz", self.cfg.supervisor.metrics_host, port)

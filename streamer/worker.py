@@ -26,7 +26,9 @@ from streamer.publish import Publisher
 log = logging.getLogger("mfvan.streamer")
 
 COUNTERS = ("frames", "gaps", "overruns", "breaks", "tracks", "detections", "reanchors", "lost", "micro", "macro",
-            "too_short", "invalid", "pairs_sent", "pairs_refused", "macro_sent", "macro_refused", "running")
+            "too_short", "invalid", "pairs_sent", "pairs_refused", "macro_sent", "macro_refused", "stalls",
+            "running", "stalled")
+GAUGES = ("running", "stalled")  # 0/1 states; the rest only grow
 
 EXIT_DONE = 0  # the replay ended or we were asked to stop
 EXIT_SOURCE = 3  # the camera/video could not be opened or read
@@ -106,14 +108,27 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
     pub.status("starting", {})
     next_status = time.monotonic() + cfg.supervisor.status_every_s
     code = EXIT_DONE
+    last_frame = time.monotonic()
     try:
         while not stop_event.is_set():
             try:
                 frame = grab.get(timeout=0.2)
             except TimeoutError:
+                idle = time.monotonic() - last_frame
+                if idle >= cfg.capture.stall_s and not counters["stalled"]:
+                    # a camera that stops delivering without an error: say so, loudly
+                    counters["stalled"] = 1
+                    counters["stalls"] += 1
+                    export()
+                    log.warning("%s: source stalled: no frame for %.1f s", cam.name, idle)
+                    pub.status("degraded", counters, f"no frame for {idle:.1f} s")
                 continue
             if frame is None:
                 break
+            last_frame = time.monotonic()
+            if counters["stalled"]:
+                counters["stalled"] = 0
+                log.info("%s: frames again after a stall", cam.name)
             if len(walls) == walls.maxlen:
                 wall_map.pop(walls[0], None)
             walls.append(frame.ts_ns)

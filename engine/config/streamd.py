@@ -27,6 +27,7 @@ class CaptureConfig(Section):
     pair_hwm: int = Field(64, ge=1, description="pairs queued toward the engine before PUSH refuses (counted)")
     ring_frames: int = Field(512, ge=8, le=100_000, description="frames buffered between grab and processing")
     gap_factor: float = Field(1.5, gt=1.0, description="a timestamp jump > gap_factor/fps is a sensor gap")
+    stall_s: float = Field(2.0, gt=0, description="no frame for this long: the source is reported stalled (degraded)")
 
 
 class FacesConfig(Section):
@@ -60,6 +61,7 @@ class SpotterConfig(Section):
 
 class SupervisorConfig(Section):
     max_restarts: int = Field(5, ge=0)
+    backoff_s: float = Field(2.0, ge=0, description="restart delay after the first (immediate) one; doubles per restart in the window, at most 30 s")
     restart_window_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")

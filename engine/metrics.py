@@ -39,6 +39,10 @@ class EngineMetrics:
             "mfvan_engine_pair_latency_seconds", "pair received → result published", buckets=LATENCY_BUCKETS, registry=r
         )
         self.up = Gauge("mfvan_engine_up", "1 while serving", registry=r)
+        self.subscriptions = Gauge("mfvan_engine_subscriptions", "topic subscriptions applied on the PUB socket", registry=r)
+        self.subscriptions_rejected = Counter(
+            "mfvan_engine_subscriptions_rejected", "subscriptions refused (not an mfvan topic, or over the cap)", registry=r
+        )
         self.counts: Tally[str] = Tally()  # mirrored into Status.counters
 
     def drop(self, reason: str) -> None:

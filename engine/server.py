@@ -40,6 +40,7 @@ from engine.protocol import (
     MAX_ARRAY_BYTES,
     MAX_HEADER_BYTES,
     TOPIC_HEARTBEAT,
+    TOPIC_LABEL,
     TOPIC_MACRO,
     TOPIC_STATUS,
     Heartbeat,
@@ -62,6 +63,22 @@ log = logging.getLogger("mfvan.engine")
 STATUS_EVERY_S = 5.0
 
 
+MAX_SUBSCRIPTIONS = 4096
+MAX_SUBSCRIPTION_BYTES = 1 + len("status/") + 64 + 1  # flag byte + longest kind + 64-byte name + "/"
+_KINDS = (TOPIC_LABEL.encode(), TOPIC_MACRO.encode(), TOPIC_STATUS.encode(), TOPIC_HEARTBEAT.encode())
+
+
+def valid_topic(topic: bytes) -> bool:
+    """Can `topic` match something this engine publishes? (b"" matches everything.)"""
+    if any(kind.startswith(topic) for kind in _KINDS):
+        return True
+    for kind in _KINDS:
+        if topic.startswith(kind):
+            name, _, tail = topic[len(kind):].partition(b"/")
+            return 0 < len(name) <= 64 and tail == b""
+    return False
+
+
 class StopEvent(Protocol):
     def is_set(self) -> bool: ...
 
@@ -78,6 +95,12 @@ def _open(cfg: EngineConfig, kind: int, endpoint: str):
     sock.linger = 0
     if kind == zmq.XPUB:
         sock.sndhwm = cfg.pub_hwm
+        # subscriptions are checked by the engine before they are applied (_drain_subscriptions)
+        sock.setsockopt(zmq.XPUB_MANUAL, 1)
+        # libzmq itself keeps every subscription a peer sends (even in manual mode, to undo them
+        # when the peer leaves): a peer sending one longer than any mfvan topic is disconnected
+        # by the transport, which frees everything it subscribed
+        sock.maxmsgsize = MAX_SUBSCRIPTION_BYTES
         if cfg.pub_nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
     else:
@@ -112,6 +135,7 @@ class EngineServer:
         self.metrics = EngineMetrics(self.engine_id, self.max_batch)
         self.ratelog = RateLimitedLog(log)
         self._hb_seq = 0
+        self._subscriptions = 0
         self._closers: list = []
 
     # -- sockets -----------------------------------------------------------------------------
@@ -245,12 +269,39 @@ class EngineServer:
         self._send(encode(st, (), topic(TOPIC_STATUS, self.engine_id)), "status")
 
     def _drain_subscriptions(self) -> None:
-        """XPUB hands us (un)subscribe messages; read them so they never pile up."""
-        while True:
+        """XPUB (manual mode) hands us every (un)subscribe; only valid mfvan topics are applied.
+
+        Why: libzmq stores any subscription a peer sends, so a peer subscribing to random
+        topics grows the engine's memory without bound (≈100 MB per 10,000 topics of 300 B)
+        while none of them can ever match. A topic is applied only when it can match an mfvan
+        topic (a prefix of `label/`, `macro/`, `status/`, `hb/`, or one of those plus a name of
+        1..64 bytes, with or without its trailing slash), and at most MAX_SUBSCRIPTIONS are held.
+        """
+        for _ in range(10_000):  # bounded: heartbeats and batches must not wait on a flood
             try:
-                self.pub.recv(zmq.NOBLOCK)
+                frames = self.pub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
+            msg = frames[0] if len(frames) == 1 else b""
+            if not msg or msg[0] not in (0, 1) or not valid_topic(msg[1:]):
+                self._reject_subscription(msg)
+                continue
+            topic = msg[1:]
+            if msg[0] == 1:
+                if self._subscriptions >= MAX_SUBSCRIPTIONS:
+                    self._reject_subscription(msg, f"over the cap of {MAX_SUBSCRIPTIONS}")
+                    continue
+                self.pub.setsockopt(zmq.SUBSCRIBE, topic)  # applies to the pipe it came from
+                self._subscriptions += 1
+            else:
+                self.pub.setsockopt(zmq.UNSUBSCRIBE, topic)
+                self._subscriptions = max(0, self._subscriptions - 1)
+            self.metrics.subscriptions.set(self._subscriptions)
+
+    def _reject_subscription(self, msg: bytes, why: str = "not an mfvan topic") -> None:
+        self.metrics.subscriptions_rejected.inc()
+        self.metrics.counts["subscriptions_rejected"] += 1
+        self.ratelog.warning("subscription", "refused a subscription (%s): %r", why, msg[:40])
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self, stop_event: StopEvent) -> int:

@@ -359,3 +359,55 @@ def test_stalled_subscriber_never_blocks_inference(tmp_path: Path, artefact: Pat
         assert c.get("dropped_pub_full", 0) > 0 and got == c["results_out"]
     else:
         assert got == n and c["results_out"] == n
+
+
+def test_subscriptions_are_validated_and_isolated(tmp_path: Path, artefact: Path) -> None:
+    """XPUB manual mode: junk topics are refused (and counted), real ones apply to their own
+    subscriber only, and one subscriber leaving does not take another's subscriptions along."""
+    onset, apex = face_pairs(1)
+
+    def send(eng: Engine, cam: str, seq: int) -> None:
+        eng.push.send_multipart(encode_pair(pair(seq, onset[0], camera=cam), onset[0], apex[0]))
+
+    def results(sock, n_expected: int, timeout: float = 10.0) -> list[tuple[str, int]]:
+        got, end = [], time.monotonic() + timeout
+        while len(got) < n_expected and time.monotonic() < end:
+            if sock.poll(100):
+                _, h, _ = decode(sock.recv_multipart(), has_topic=True)
+                if isinstance(h, Result):
+                    got.append((h.camera, h.seq))
+        return got
+
+    with Engine(tmp_path, artefact) as eng:
+        a = eng.ctx.socket(zmq.SUB)
+        b = eng.ctx.socket(zmq.SUB)
+        junk = eng.ctx.socket(zmq.XSUB)
+        for s in (a, b, junk):
+            s.linger = 0
+            s.connect(eng.cfg.pub_endpoint)
+        a.subscribe(b"label/cam1/")
+        b.subscribe(b"label/cam1/")
+        b.subscribe(b"label/cam2/")
+        rng = np.random.default_rng(0)
+        for _ in range(20):  # short junk reaches the engine, which refuses it
+            junk.send(b"\x01" + rng.integers(0, 256, 30, dtype=np.uint8).tobytes())
+        junk.send(b"\x01label/" + b"x" * 65 + b"/")  # a name longer than any camera's
+        long_junk = eng.ctx.socket(zmq.XSUB)
+        long_junk.linger = 0
+        long_junk.connect(eng.cfg.pub_endpoint)
+        for _ in range(5):  # longer than any mfvan topic: the transport drops the peer (not counted)
+            long_junk.send(b"\x01" + rng.integers(0, 256, 200, dtype=np.uint8).tobytes())
+        time.sleep(0.5)
+        send(eng, "cam1", 1)
+        send(eng, "cam2", 2)
+        assert sorted(results(a, 2, timeout=3)) == [("cam1", 1)]
+        assert sorted(results(b, 2)) == [("cam1", 1), ("cam2", 2)]
+        a.close(0)  # its subscription to label/cam1/ goes; b's must stay
+        time.sleep(0.5)
+        send(eng, "cam1", 3)
+        send(eng, "cam2", 4)
+        assert sorted(results(b, 2)) == [("cam1", 3), ("cam2", 4)]
+        st = eng.stop_and_final_status()
+        for s in (b, junk, long_junk):
+            s.close(0)
+    assert st.counters["subscriptions_rejected"] == 21

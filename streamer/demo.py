@@ -66,7 +66,11 @@ def run_one(source: Path, fps: float | None, artefact: str, tmp: Path, name: str
                    f"  pub_endpoint: ipc://{tmp}/{name}-pub\n  intra_op_threads: 1\nsupervisor:\n  metrics_port: 0\n")
     sub = subprocess.Popen([str(BIN / "mfvan-sub"), "--endpoint", f"ipc://{tmp}/{name}-pub", "--timeout", "60"])
     time.sleep(0.5)
-    cmd = [str(BIN / "mfvan-streamd"), "--video", str(source), "--config", str(cfg), "--log-level", "WARNING"]
+    # --realtime paces the replay like a live camera, so capture timestamps, durations and the
+    # latency mfvan-sub prints mean what they would mean live (as fast as possible, frames
+    # queue in the ring and their grab stamps compress the timeline)
+    cmd = [str(BIN / "mfvan-streamd"), "--video", str(source), "--realtime", "--config", str(cfg),
+           "--log-level", "WARNING"]
     if fps:
         cmd += ["--fps", str(fps)]
     print("demo: $ " + " ".join(cmd), flush=True)

@@ -50,7 +50,8 @@ def run_soak(tmp: Path, artefact: Path, minutes: float, every: float) -> dict:
     # nothing piles up: pairs in flight stay within the PUSH high-water mark, fds and threads flat
     assert summary["in_flight"]["max"] <= 64
     assert summary["fds_total"]["end"] - summary["fds_total"]["start"] <= 4
-    assert summary["threads_total"]["end"] == summary["threads_total"]["start"]
+    # one HTTP handler thread may be alive while /metrics is scraped: flat means within 2
+    assert abs(summary["threads_total"]["end"] - summary["threads_total"]["start"]) <= 2
     print("soak summary:", {k: summary[k] for k in ("duration_s", "rss_total_mb", "rss_engine_mb", "rss_streamers_mb",
                                                     "fds_total", "frames", "micro", "pairs_sent",
                                                     "results_received", "latency_ms_p50", "latency_ms_p99")})

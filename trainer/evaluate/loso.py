@@ -186,15 +186,21 @@ def run_loso(
         (out / "results.md").write_text(text)
     if ablation:
         ab_subjects = fold_subjects(data, ablation_folds or max_folds)
-        ab_rows = []
+        rows_cfg = []
         for row, changes in ABLATION_ROWS:
             rcfg = with_model(cfg, **changes)
             # the row equal to the configured model reuses its folds instead of training again
-            same = rcfg.model == cfg.model
-            folder = fold_root / ("mfvan" if same else f"ablation_{row}")
-            results = run_folds(row, ab_subjects, lambda s, rc=rcfg: run_mfvan_fold(rc, data, s, device, False), folder, progress, log,
-                                fingerprint(rcfg, "mfvan"))
-            s = pooled(results, c)
+            folder = fold_root / ("mfvan" if rcfg.model == cfg.model else f"ablation_{row}")
+            rows_cfg.append((row, rcfg, folder, fingerprint(rcfg, "mfvan")))
+        per_row: dict[str, list[FoldResult]] = {row: [] for row, *_ in rows_cfg}
+        # fold-major order: an interrupted run leaves every row with the same finished folds
+        for subject in ab_subjects:
+            for row, rcfg, folder, fp in rows_cfg:
+                per_row[row] += run_folds(row, [subject], lambda s, rc=rcfg: run_mfvan_fold(rc, data, s, device, False),
+                                          folder, False, log, fp)
+        ab_rows = []
+        for row, *_ in rows_cfg:
+            s = pooled(per_row[row], c)
             ab_rows.append({"row": row, **{k: s[k] for k in ("n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean")}})
         report["ablation"] = {"folds": len(ab_subjects), "rows": ab_rows}
         (out / "ablation.md").write_text(

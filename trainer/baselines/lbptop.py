@@ -46,8 +46,20 @@ def lbp_top(seq_rgb: np.ndarray, grid: int = 4) -> np.ndarray:
     return np.concatenate(feats)
 
 
+_MEMO: dict[tuple[str, int, int], np.ndarray] = {}
+
+
 def features(data: PairSet) -> np.ndarray:
-    return np.stack([lbp_top(data.sequence(i)) for i in range(len(data))])
+    """Per-sample features, memoised by (clip, crop size, sequence length): LOSO folds share
+    samples, and LBP-TOP is deterministic, so each sample is described once per process."""
+    out = []
+    for i in range(len(data)):
+        seq = data.sequence(i)
+        key = (data.clips[i], data.crop_size, len(seq))
+        if key not in _MEMO:
+            _MEMO[key] = lbp_top(seq)
+        out.append(_MEMO[key])
+    return np.stack(out)
 
 
 def fit(train: PairSet, seed: int = 0) -> Callable[[PairSet], np.ndarray]:

@@ -20,17 +20,22 @@ from trainer.losses import class_alpha
 from trainer.train.data import PairSet
 
 FLOW_SIZE, NET_SIZE = 64, 28
+_MEMO: dict[tuple[str, int], np.ndarray] = {}
 
 
 def flow_features(data: PairSet) -> np.ndarray:
     """[N, 2, 28, 28] float32 (u, v), scaled to pixels of the 28 px grid."""
     out = np.zeros((len(data), 2, NET_SIZE, NET_SIZE), np.float32)
     for i in range(len(data)):
+        key = (data.clips[i], data.crop_size)
+        if key in _MEMO:  # LOSO folds share samples; the flow is deterministic
+            out[i] = _MEMO[key]
+            continue
         a = cv2.resize(cv2.cvtColor(data.onset[i], cv2.COLOR_RGB2GRAY), (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
         b = cv2.resize(cv2.cvtColor(data.apex[i], cv2.COLOR_RGB2GRAY), (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
         small = cv2.resize(flow, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA) * (NET_SIZE / FLOW_SIZE)
-        out[i] = small.transpose(2, 0, 1)
+        out[i] = _MEMO[key] = small.transpose(2, 0, 1)
     return out
 
 

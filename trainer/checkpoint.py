@@ -9,6 +9,7 @@ leave a truncated file where a good checkpoint was.
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import tempfile
@@ -86,10 +87,14 @@ def save_checkpoint(
         blob["optimizer"] = optimizer
     if extra is not None:
         blob["extra"] = extra
+    # Serialise in memory first: torch's zip writer turns a failed write (ENOSPC, EFBIG) into
+    # "unexpected pos N vs M"; a plain write of the bytes raises the OSError that names the cause.
+    buf = io.BytesIO()
+    torch.save(blob, buf)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(blob, fh)
+            fh.write(buf.getbuffer())
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)

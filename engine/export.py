@@ -11,7 +11,6 @@ so a broken export never reaches a server.
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,28 +25,16 @@ class ExportError(RuntimeError):
 
 
 def export_onnx(module, path: Path, crop_size: int, opset: int = OPSET) -> Path:
-    """Write the export module (forward(onset, apex) → (probs, heatmaps)) to `path`."""
-    import torch
-
+    """Write the export module (forward(onset, apex) → (probs, heatmaps)) to `path` with the
+    trainer's exporter (the trainer owns the network and its ONNX contract), then check the
+    graph before anything else reads it."""
     if opset < 17:
         raise ExportError(f"opset {opset} < 17 (LayerNormalization and friends need 17)")
-    module = module.eval()
-    dummy = torch.rand(2, 3, crop_size, crop_size)
-    batch = {0: "batch"}
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            module,
-            (dummy, dummy.clone()),
-            str(path),
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_axes={n: batch for n in (*INPUTS, *OUTPUTS)},
-            opset_version=opset,
-            dynamo=False,
-        )
     import onnx
 
+    from trainer.models.onnx_export import export_onnx as trainer_export_onnx
+
+    trainer_export_onnx(module, path, crop_size, opset)
     onnx.checker.check_model(str(path))
     return path
 

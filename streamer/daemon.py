@@ -268,8 +268,10 @@ class Supervisor:
             def collect(self):
                 fams = {name: CounterMetricFamily(f"mfvan_streamer_{name}", f"streamer {name}", labels=["camera"])
                         for name in COUNTERS if name not in GAUGES}
-                gauges = {name: GaugeMetricFamily(f"mfvan_streamer_{name}", f"1 while the streamer is {name}",
-                                                  labels=["camera"]) for name in GAUGES}
+                gauges = {name: GaugeMetricFamily(f"mfvan_streamer_{name}",
+                                                  "frames waiting in the capture ring" if name == "ring"
+                                                  else f"1 while the streamer is {name}", labels=["camera"])
+                          for name in GAUGES}
                 for c in sup.children:
                     if c.kind != "streamer":
                         continue

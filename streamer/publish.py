@@ -29,6 +29,9 @@ class Publisher:
         self.seq = {"pair": 0, "macro": 0}
         self.sent = {"pair": 0, "macro": 0, "status": 0}
         self.refused = {"pair": 0, "macro": 0, "status": 0}
+        # micro events whose crops were already freed (an episode that outlived the crop ring):
+        # never sent, so counted here rather than lost silently
+        self.nocrop = 0
 
     def _send(self, kind: str, frames: list) -> bool:
         try:
@@ -44,6 +47,7 @@ class Publisher:
         spotted = ev.spotted_ns or now_ns()
         if ev.kind == "micro":
             if ev.onset_crop is None or ev.apex_crop is None:
+                self.nocrop += 1
                 return False
             self.seq["pair"] += 1
             header = Pair(camera=self.camera, track=ev.track, seq=self.seq["pair"], onset_index=ev.onset,

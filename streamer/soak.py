@@ -409,7 +409,7 @@ class Reader(threading.Thread):
 # -- sampling ----------------------------------------------------------------------------------------
 COLUMNS = ("t_s", "rss_total_mb", "rss_supervisor_mb", "rss_engine_mb", "rss_streamers_mb", "fds_total",
            "threads_total", "cpu_s_total", "frames", "overruns", "gaps", "micro", "macro", "pairs_sent",
-           "pairs_refused", "engine_pairs_in", "engine_results_out", "engine_dropped", "results_received",
+           "pairs_refused", "pairs_nocrop", "ring", "engine_pairs_in", "engine_results_out", "engine_dropped", "results_received",
            "macro_received", "status_received", "in_flight", "restarts", "children")
 
 
@@ -437,6 +437,8 @@ def sample(d: Daemon, reader: Reader, t0: float, engine_pid: int | None) -> dict
         "macro": int(metric_sum(m, "mfvan_streamer_macro_total")),
         "pairs_sent": int(metric_sum(m, "mfvan_streamer_pairs_sent_total")),
         "pairs_refused": int(metric_sum(m, "mfvan_streamer_pairs_refused_total")),
+        "pairs_nocrop": int(metric_sum(m, "mfvan_streamer_pairs_nocrop_total")),
+        "ring": int(metric_sum(m, "mfvan_streamer_ring")),
         "engine_pairs_in": int(metric_sum(em, "mfvan_engine_pairs_in_total")),
         "engine_results_out": int(metric_sum(em, "mfvan_engine_results_out_total")),
         "engine_dropped": int(metric_sum(em, "mfvan_engine_dropped_total")),
@@ -458,13 +460,14 @@ def summarise(rows: list[dict], warmup_s: float) -> dict:
     t = np.array([r["t_s"] for r in steady], float)
     out = {"samples": len(rows), "duration_s": rows[-1]["t_s"], "warmup_s": warmup_s}
     for col in ("rss_total_mb", "rss_engine_mb", "rss_streamers_mb", "rss_supervisor_mb", "fds_total",
-                "threads_total", "in_flight"):
+                "threads_total", "in_flight", "ring"):
         y = np.array([r[col] for r in steady], float)
         slope = float(np.polyfit(t, y, 1)[0]) * 3600 if len(steady) >= 3 and np.ptp(t) > 0 else 0.0
         out[col] = {"first": rows[0][col], "start": steady[0][col], "end": steady[-1][col],
                     "min": float(y.min()), "max": float(y.max()), "per_hour": round(slope, 2)}
     last = rows[-1]
-    for col in ("frames", "overruns", "gaps", "micro", "macro", "pairs_sent", "pairs_refused", "engine_pairs_in",
+    for col in ("frames", "overruns", "gaps", "micro", "macro", "pairs_sent", "pairs_refused", "pairs_nocrop",
+                "engine_pairs_in",
                 "engine_results_out", "engine_dropped", "results_received", "macro_received", "restarts"):
         out[col] = last[col]
     return out
@@ -487,6 +490,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     ax[1].plot(t, [r["fds_total"] for r in rows], label="open fds")
     ax[1].plot(t, [r["threads_total"] for r in rows], label="threads")
     ax[1].plot(t, [r["in_flight"] for r in rows], label="pairs in flight")
+    ax[1].plot(t, [r["ring"] for r in rows], label="capture ring depth (frames)")
     ax[1].set_ylim(bottom=0)
     ax[1].legend(loc="upper left", fontsize=8)
     for col, lab in (("pairs_sent", "pairs sent"), ("results_received", "results received"),

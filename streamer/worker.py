@@ -26,9 +26,9 @@ from streamer.publish import Publisher
 log = logging.getLogger("mfvan.streamer")
 
 COUNTERS = ("frames", "gaps", "overruns", "breaks", "tracks", "detections", "reanchors", "lost", "micro", "macro",
-            "too_short", "invalid", "pairs_sent", "pairs_refused", "macro_sent", "macro_refused", "stalls",
-            "running", "stalled")
-GAUGES = ("running", "stalled")  # 0/1 states; the rest only grow
+            "too_short", "invalid", "pairs_sent", "pairs_refused", "pairs_nocrop", "macro_sent", "macro_refused",
+            "stalls", "running", "stalled", "ring")
+GAUGES = ("running", "stalled", "ring")  # states and the ring depth (frames waiting); the rest only grow
 
 EXIT_DONE = 0  # the replay ended or we were asked to stop
 EXIT_SOURCE = 3  # the camera/video could not be opened or read
@@ -98,8 +98,8 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
     def update() -> None:
         counters.update(pipe.counters())
         counters.update(gaps=grab.stats.gaps, overruns=grab.stats.overruns,
-                        pairs_sent=pub.sent["pair"], pairs_refused=pub.refused["pair"],
-                        macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"])
+                        pairs_sent=pub.sent["pair"], pairs_refused=pub.refused["pair"], pairs_nocrop=pub.nocrop,
+                        macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"], ring=len(grab.ring))
         counters["frames"] = grab.stats.frames
         export()
 

@@ -56,3 +56,16 @@ def test_no_engine_means_refused_and_counted_never_blocked(tmp_path: Path) -> No
     assert not any(sent)
     assert pub.refused["pair"] == 20 and pub.sent["pair"] == 0
     pub.close()
+
+
+def test_micro_event_without_crops_is_counted_not_lost(tmp_path: Path) -> None:
+    """An episode that outlived the crop ring has no crops left: it cannot become a Pair, and
+    the publisher says so in a counter instead of dropping it silently."""
+    pub = Publisher(f"ipc://{tmp_path}/pairs", "cam1")
+    try:
+        ev = Event(3, 100, 120, 140, 500, 600, 700, 0.25, "micro", "brow_l")
+        assert pub.event(ev, lambda ts: ts) is False
+        assert pub.nocrop == 1 and pub.sent["pair"] == 0 and pub.refused["pair"] == 0
+        assert pub.seq["pair"] == 0  # no sequence number is burnt: subscribers see no false gap
+    finally:
+        pub.close()

@@ -5,11 +5,19 @@ codec's blocking and its frame-to-frame quantisation noise are motion of that si
 sidecar `<out>.ts.csv` keeps every frame's capture timestamp and source index, so a replay
 with `mfvan-streamd --video` sees the same sensor gaps (and the same dropped frames: their
 indices are missing) as the live run did.
+
+Nothing half-written is left looking valid: each PNG is written under a temporary name and
+renamed, an FFV1 file and the sidecar are written as `.part` files and renamed only when the
+recording ends cleanly. OpenCV's writers do not raise on a full disk, so free space is checked
+before each frame; running out stops the recording with an error and exit status 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +25,20 @@ from pathlib import Path
 import cv2
 
 from streamer.capture import CaptureError, Grabber, open_source
+
+RESERVE_BYTES = 1 << 20  # never fill a disk to the last byte: logs and the sidecar need room
+
+
+def _ensure_space(where: Path, frame_bytes: int) -> None:
+    """Raise ENOSPC before a frame would not fit (cv2 writers fail silently on a full disk)."""
+    free = shutil.disk_usage(where).free
+    if free < 2 * frame_bytes + RESERVE_BYTES:
+        raise OSError(errno.ENOSPC, f"No space left on device ({free} bytes free at {where})")
+
+
+def _part(path: Path) -> Path:
+    """`rec.mkv` → `rec.part.mkv`: the container is chosen by the extension, so keep it last."""
+    return path.with_name(f"{path.stem}.part{path.suffix}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,13 +70,20 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     folder = out.suffix == ""
-    grab = Grabber(source, args.ring, live=args.camera is not None).start()
-    writer = None
     if folder:
         out.mkdir(parents=True, exist_ok=True)
-    sidecar = open(out / "timestamps.csv" if folder else Path(str(out) + ".ts.csv"), "w")  # noqa: SIM115
+    elif not out.parent.is_dir():
+        print(f"mfvan-record: folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    sidecar_path = out / "timestamps.csv" if folder else Path(str(out) + ".ts.csv")
+    sidecar_part = sidecar_path.with_name(sidecar_path.name + ".part")
+    video_part = None if folder else _part(out)
+    grab = Grabber(source, args.ring, live=args.camera is not None).start()
+    writer = None
+    sidecar = open(sidecar_part, "w")  # noqa: SIM115  (closed in finally)
     sidecar.write("index,ts_ns\n")
     n = 0
+    failure: str | None = None
     start = time.monotonic()
     try:
         while True:
@@ -68,12 +97,18 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if fr is None:
                 break
+            _ensure_space(out if folder else out.parent, fr.image.nbytes)
             if folder:
-                cv2.imwrite(str(out / f"img{fr.index + 1}.png"), fr.image, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+                final = out / f"img{fr.index + 1}.png"
+                tmp = out / f".img{fr.index + 1}.tmp.png"
+                if not cv2.imwrite(str(tmp), fr.image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                    tmp.unlink(missing_ok=True)
+                    raise OSError(errno.EIO, f"cannot write {final}")
+                os.replace(tmp, final)
             else:
                 if writer is None:
                     h, w = fr.image.shape[:2]
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"FFV1"), source.fps, (w, h))
+                    writer = cv2.VideoWriter(str(video_part), cv2.VideoWriter_fourcc(*"FFV1"), source.fps, (w, h))
                     if not writer.isOpened():
                         print(f"mfvan-record: cannot write FFV1 to {out}", file=sys.stderr)
                         return 2
@@ -82,11 +117,30 @@ def main(argv: list[str] | None = None) -> int:
             n += 1
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        failure = f"{exc.strerror or exc}"
     finally:
         grab.stop()
         if writer is not None:
             writer.release()
-        sidecar.close()
+        try:
+            sidecar.close()
+        except OSError as exc:
+            failure = failure or f"{exc.strerror or exc}"
+    if failure is None:
+        try:
+            if video_part is not None and video_part.exists():
+                os.replace(video_part, out)
+            os.replace(sidecar_part, sidecar_path)
+        except OSError as exc:
+            failure = f"{exc.strerror or exc}"
+    if failure is not None:
+        for leftover in (video_part, sidecar_part):
+            if leftover is not None:
+                leftover.unlink(missing_ok=True)
+        kept = f"; the {n} whole PNG frames written stay in {out}, without a sidecar" if folder and n else ""
+        print(f"mfvan-record: recording stopped after {n} frames: {failure}{kept}", file=sys.stderr)
+        return 1
     s = grab.stats
     print(f"mfvan-record: {n} frames → {out} ({s.gaps} sensor gaps, {s.overruns} lost to overruns)", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import zmq
@@ -464,3 +465,25 @@ def test_disk_full_while_building_an_artefact_is_a_clear_error(tmp_path: Path, a
     assert "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "No space left" in r.stderr or "disk" in r.stderr.lower(), r.stderr[-2000:]
     assert not out.exists() or not any(out.iterdir()), sorted(p.name for p in out.iterdir())
+
+
+@pytest.mark.parametrize("container", ["rec.mkv", "frames"])
+def test_disk_full_while_recording_is_a_clear_error(small_disk, registry_media, container: str) -> None:
+    """mfvan-record onto a nearly full disk: exit 1 naming the cause, no `.part` or temporary
+    file left, no FFV1 file or sidecar that looks like a finished recording."""
+    if small_disk is None:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    free = shutil.disk_usage(small_disk).free
+    (small_disk / "filler").write_bytes(b"\0" * max(0, free - 4 * 1024 * 1024))
+    out = small_disk / container
+    r = subprocess.run([str(Path(sys.executable).with_name("mfvan-record")), "--video",
+                        str(registry_media("single_face.mp4")), "--out", str(out), "--frames", "200"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert "No space left on device" in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
+    names = sorted(p.name for p in small_disk.rglob("*") if p.name != "filler")
+    assert not [n for n in names if ".part" in n or ".tmp." in n], names
+    assert "rec.mkv" not in names and "rec.mkv.ts.csv" not in names and "timestamps.csv" not in names, names
+    if container == "frames":  # what was written whole stays, every file a readable PNG
+        pngs = sorted(out.glob("img*.png"))
+        assert pngs and all(cv2.imread(str(p)) is not None for p in pngs)

@@ -312,13 +312,17 @@ def failing_source_run(tmp_path_factory, artefact: Path, clip_frames) -> dict:
     clip = looped(tmp, clip_frames[:200], "cam0", seconds=1)
     for i in range(201, 401):
         (clip / f"img{i}.jpg").write_bytes(b"\xff\xd8 not a jpeg")
+    # Budget 5 in 60 s with backoff 0, 2, 4, 8, 16 s: giving up needs >= 30 s of backoff alone,
+    # so however fast the machine, the daemon must still be up when we stop watching (at 12 s,
+    # or later once three restarts are logged, at most 28 s).
     d = Daemon(tmp / "d", [str(clip)], fps=FPS, artefact=str(artefact),
-               overrides={"supervisor": {"max_restarts": 3, "restart_window_s": 60}})
+               overrides={"supervisor": {"max_restarts": 5, "restart_window_s": 60, "backoff_s": 2.0}})
     health: list[tuple[float, int, str]] = []
     with d:
         d.wait_running()
         t0 = time.monotonic()
-        while d.proc.poll() is None and time.monotonic() - t0 < 12:
+        while d.proc.poll() is None and time.monotonic() - t0 < 28 and (
+                time.monotonic() - t0 < 12 or d.log().count("streamer-cam0 died") < 3):
             status, body = d.healthz()
             health.append((round(time.monotonic() - t0, 2), status, body.strip()))
             time.sleep(0.2)

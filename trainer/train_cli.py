@@ -24,22 +24,19 @@ import torch
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.train import TrainConfig
 from trainer.checkpoint import CheckpointError, save_checkpoint
+from trainer.cli_args import add_data_args, add_run_args
 from trainer.train import STAGES, resolve_device, train
 from trainer.train.distributed import setup, teardown
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfvan-train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset root (overrides data.root)")
-    p.add_argument("--annotations", help="annotation file (overrides data.annotations)")
-    p.add_argument("--pairs", help="a crops .npz from `mfvan-eval loso` (skips face cropping)")
+    add_data_args(p, "a crops .npz from `mfvan-eval loso` (skips face cropping)")
     p.add_argument("--out", default="runs/train", help="stage checkpoints go here (default runs/train)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma list, in order (default {','.join(STAGES)})")
     p.add_argument("--no-resume", action="store_true", help="ignore existing stage checkpoints")
     p.add_argument("--export", metavar="CKPT", help="also write the final model (no optimiser state) here")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides config device")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p)
     add_config_args(p)
     return p
 

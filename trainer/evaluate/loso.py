@@ -22,6 +22,7 @@ import torch
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.train import TrainConfig
 from trainer.baselines import lbptop, offapex
+from trainer.cli_args import add_data_args, add_run_args
 from trainer.evaluate import report as rep
 from trainer.evaluate.metrics import confusion, per_class
 from trainer.evaluate.protocol import (
@@ -45,18 +46,14 @@ BASELINE_FIT = {"lbptop": lbptop.fit, "offapex": offapex.fit}
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfvan-eval loso", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", help="dataset root (overrides data.root)")
-    p.add_argument("--annotations", help="annotation file (overrides data.annotations)")
-    p.add_argument("--pairs", help="a crops .npz written by an earlier run (skips face cropping)")
+    add_data_args(p, "a crops .npz written by an earlier run (skips face cropping)")
     p.add_argument("--out", default="runs/loso", help="report folder (default: runs/loso)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--max-folds", type=int, help="evaluate only the first N subjects' folds (default eval.max_folds)")
     p.add_argument("--ablation", action="store_true", help="also run Table 3's rows and write ablation.md")
     p.add_argument("--ablation-folds", type=int, default=0, help="folds for the ablation rows (0 = same as --max-folds)")
     p.add_argument("--ablation-only", action="store_true", help="run only the ablation rows (no model comparison)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="overrides config device")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    p.add_argument("--no-progress", action="store_true")
+    add_run_args(p)
     add_config_args(p)
     return p
 

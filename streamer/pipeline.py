@@ -6,6 +6,7 @@ overrun) or a re-anchored track makes every window across it invalid (DESIGN §3
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -37,6 +38,16 @@ def make_detector(cfg: FacesConfig, threads: int = 1):
     raise ValueError(cfg.detector)
 
 
+def roi_detector(cfg: FacesConfig, detector):
+    """The detector for crops around tracked faces, or None where only full scans are possible.
+
+    Only RetinaFace takes an input width per call; the other backends scan the whole frame.
+    """
+    if cfg.detector != "retinaface" or cfg.reanchor_width <= 0:
+        return None
+    return functools.partial(detector, width=cfg.reanchor_width)
+
+
 def k_frames(k_ms: float, fps: float) -> int:
     return max(2, round(k_ms * fps / 1000.0))
 
@@ -55,8 +66,9 @@ class Pipeline:
                  fixed_thresholds: dict[int, float] | None = None, record: bool = False):
         self.faces_cfg, self.spot_cfg, self.fps = faces, spotter, fps
         self.k = k_frames(spotter.k_ms, fps)
-        self.tracker = FaceTracker(detector or make_detector(faces), faces.detect_every, faces.max_faces,
-                                   faces.min_face_px)
+        detector = detector or make_detector(faces)
+        self.tracker = FaceTracker(detector, faces.detect_every, faces.max_faces, faces.min_face_px,
+                                   roi_detector=roi_detector(faces, detector), scan_every=faces.scan_every)
         self.crop = faces.crop_size
         self.meter = MotionMeter(spotter.spot_size)
         self.spotters: dict[int, TrackSpotter] = {}
@@ -94,9 +106,9 @@ class Pipeline:
             for sp in self.spotters.values():
                 sp.break_continuity()
         img = frame.image
-        grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+        grey = None  # the tracker converts only the face regions it tracks in
         if img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            grey, img = img, cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
         events: list[Event] = []
         live = set()
         for t in self.tracker.update(img, grey):
@@ -127,7 +139,8 @@ class Pipeline:
 
     def counters(self) -> dict[str, int]:
         out = {"frames": self.stats.frames, "breaks": self.stats.breaks, "tracks": self.stats.tracks,
-               "detections": self.tracker.stats.detections, "reanchors": self.tracker.stats.reanchors,
+               "detections": self.tracker.stats.detections,
+               "scans": self.tracker.stats.scans, "reanchors": self.tracker.stats.reanchors,
                "lost": self.tracker.stats.lost, "flows": self.meter.flows}
         for name in ("micro", "macro", "too_short", "invalid", "blinks", "weak", "drift"):
             out[name] = sum(getattr(sp.stats, name) for sp in self.spotters.values())

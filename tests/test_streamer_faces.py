@@ -76,3 +76,40 @@ def test_optional_backends_fail_with_what_to_install(tmp_path) -> None:
             make_detector(FacesConfig(detector=name))
         except DetectorUnavailable as exc:
             assert "pip install" in str(exc) or "ships none" in str(exc)
+
+
+def test_roi_checks_reanchor_in_frame_coordinates_and_scans_find_new_faces() -> None:
+    """Between full scans a tracked face is checked in a crop around it: a drifted track is
+    snapped back to where the full-frame detector puts the face; a face that appears is found
+    only by a full scan (ROI checks never start tracks)."""
+    import functools
+
+    det = RetinaFaceDetector(320, 0.7, threads=1)
+    scans = {"n": 0}
+
+    def full(frame):
+        scans["n"] += 1
+        return det.detect(frame)
+
+    tracker = FaceTracker(full, detect_every=5, min_face_px=40, roi_detector=functools.partial(det.detect, width=160),
+                          scan_every=30)
+    both = two_faces(0, 0)
+    one = both.copy()
+    one[120:360, 360:600] = 90  # only the left face at first
+    truth = {round(float(f.box[0])): f.landmarks for f in det.detect(both)}
+    for _ in range(12):
+        tracks = tracker.update(one)
+    assert len(tracks) == 1 and scans["n"] == 1 and tracker.stats.detections == 3  # 1 scan + 2 ROI checks
+    left = tracks[0]
+    size = left.size
+    left.landmarks = left.landmarks + np.float32([0.12 * size, 0.0])  # simulated drift: 12% of the face
+    for _ in range(12, 29):
+        tracks = tracker.update(both)
+    assert len(tracks) == 1, "a ROI check must not start a track for the new face"
+    assert tracker.stats.reanchors == 1
+    ref = truth[min(truth)]
+    # back where the full-frame detector sees it (in frame pixels; the two input scales differ by ~3%)
+    assert np.abs(tracks[0].landmarks - ref).max() < 0.05 * size
+    for _ in range(29, 31):
+        tracks = tracker.update(both)
+    assert len(tracks) == 2 and scans["n"] == 2  # the scan at frame 30 found the second face

@@ -11,6 +11,14 @@ re-anchors, which is exactly "similarity re-alignment to the window's reference"
 A new detection does not snap a matched track's landmarks (a snap is a jump the spotter would
 see as motion) unless they drifted more than `reanchor_tol` of the face size; a snap is
 reported as a discontinuity so windows across it are invalid.
+
+Two detection cadences. Checking a tracked face for drift needs the detector only where the
+face is: with a `roi_detector`, every `detect_every` frames each track is re-detected in a
+square crop around it (a ~160-pixel input instead of the whole frame: about a third of the
+cost, and the face is larger in it, so its landmarks are finer). Finding *new* faces needs the
+whole frame, but a person entering the room can wait a fraction of a second: the full-frame
+scan runs every `scan_every` frames while faces are tracked, and every `detect_every` frames
+when none is (or a track is lost). Without a `roi_detector` every detection is a full scan.
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ class Track:
     age: int = 0
     discontinuity: bool = True  # set on the frame the track starts or is re-anchored
     lost: bool = False
+    region: tuple[int, int, int, int] | None = None  # frame area tracked in, kept while the face is inside
+    small: np.ndarray | None = field(default=None, repr=False)  # last frame's region, grey, downscaled
+    scale: float = 1.0
 
     @property
     def size(self) -> float:
@@ -58,6 +69,7 @@ class TrackerStats:
     reanchors: int = 0
     lost: int = 0
     new_tracks: int = 0
+    scans: int = 0  # full-frame detections (of `detections`)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -73,9 +85,13 @@ class FaceTracker:
 
     def __init__(self, detector: Detector, detect_every: int = 10, max_faces: int = 8,
                  min_face_px: int = 48, reanchor_tol: float = 0.06, max_misses: int = 3,
-                 fb_tol_px: float = 1.0, max_points: int = 40, min_points: int = 8, track_px: int = 128):
+                 fb_tol_px: float = 1.0, max_points: int = 40, min_points: int = 8, track_px: int = 128,
+                 roi_detector: Detector | None = None, scan_every: int | None = None, roi_margin: float = 0.4):
         self.detector = detector
+        self.roi_detector = roi_detector
         self.detect_every = detect_every
+        self.scan_every = max(detect_every, scan_every or detect_every)
+        self.roi_margin = roi_margin
         self.max_faces = max_faces
         self.min_face_px = min_face_px
         self.reanchor_tol = reanchor_tol
@@ -87,42 +103,73 @@ class FaceTracker:
         self.tracks: list[Track] = []
         self.stats = TrackerStats()
         self._next_id = 0
-        self._prev_grey: np.ndarray | None = None
+        self._prev: np.ndarray | None = None  # the previous frame (BGR or grey), never modified
         self._since_detect = 0
+        self._since_scan = 0
         self._force_detect = True
 
     def reset(self) -> None:
         """Forget motion continuity (after a sensor gap): re-detect, keep ids where boxes match."""
-        self._prev_grey = None
+        self._prev = None
         self._force_detect = True
+        for t in self.tracks:
+            t.small = None
 
     def update(self, frame_bgr: np.ndarray, grey: np.ndarray | None = None) -> list[Track]:
-        if grey is None:
-            grey = cv2.cvtColor(frame_bgr, cv2.COLOR_BGR2GRAY)
+        """Track into this frame; `grey` only saves conversions if the caller has it anyway."""
+        frame = grey if grey is not None else frame_bgr
         for t in self.tracks:
             t.discontinuity = False
-        if self._prev_grey is not None:
+        if self._prev is not None:
             for t in self.tracks:
-                self._follow(t, self._prev_grey, grey)
+                self._follow(t, self._prev, frame)
             if any(t.lost for t in self.tracks):
                 # kept until the detection below: a re-found face keeps its id
                 self.stats.lost += sum(t.lost for t in self.tracks)
                 self._force_detect = True
         self._since_detect += 1
-        if self._force_detect or self._since_detect >= self.detect_every or self._prev_grey is None:
-            self._detect(frame_bgr, grey)
-        self._prev_grey = grey
+        self._since_scan += 1
+        due = self._since_detect >= self.detect_every
+        roi_only = self.roi_detector is not None and bool(self.tracks)
+        if self._force_detect or self._prev is None or self._since_scan >= self.scan_every or (due and not roi_only):
+            self._detect(frame_bgr, frame)
+        elif due:
+            self._detect_rois(frame_bgr, frame)
+        self._prev = frame
         self.tracks = [t for t in self.tracks if not t.lost]
         for t in self.tracks:
             t.age += 1
         return list(self.tracks)
 
     # -- detection and association -------------------------------------------------------
-    def _detect(self, frame_bgr: np.ndarray, grey: np.ndarray) -> None:
-        self._since_detect = 0
+    def _detect(self, frame_bgr: np.ndarray, frame: np.ndarray) -> None:
+        """Full-frame scan: check every track and start tracks for new faces."""
+        self._since_detect = self._since_scan = 0
         self._force_detect = False
         self.stats.detections += 1
-        faces = [f for f in self.detector(frame_bgr) if f.size >= self.min_face_px]
+        self.stats.scans += 1
+        self._associate([f for f in self.detector(frame_bgr) if f.size >= self.min_face_px], frame, new=True)
+
+    def _detect_rois(self, frame_bgr: np.ndarray, frame: np.ndarray) -> None:
+        """Drift check of the tracked faces only: the detector runs on a crop around each."""
+        self._since_detect = 0
+        self.stats.detections += 1
+        faces: list[Face] = []
+        h, w = frame_bgr.shape[:2]
+        for t in self.tracks:
+            cx, cy = (t.box[0] + t.box[2]) / 2, (t.box[1] + t.box[3]) / 2
+            half = t.size * (0.5 + self.roi_margin)
+            x0, y0 = int(max(0, cx - half)), int(max(0, cy - half))
+            x1, y1 = int(min(w, cx + half)), int(min(h, cy + half))
+            if x1 - x0 < 16 or y1 - y0 < 16:
+                continue
+            off = np.array([x0, y0], np.float32)
+            for f in self.roi_detector(frame_bgr[y0:y1, x0:x1]):
+                if f.size >= self.min_face_px:
+                    faces.append(Face(f.box + np.tile(off, 2), f.landmarks + off, f.score))
+        self._associate(faces, frame, new=False)
+
+    def _associate(self, faces: list[Face], frame: np.ndarray, new: bool) -> None:
         matched: set[int] = set()
         for t in self.tracks:
             best, best_iou = None, 0.3
@@ -146,14 +193,14 @@ class FaceTracker:
                 t.box = f.box.astype(np.float32).copy()
                 t.discontinuity = True
                 self.stats.reanchors += 1
-            self._seed(t, grey)
+            self._seed(t, frame)
         for j, f in enumerate(faces):
-            if j in matched or len(self.tracks) >= self.max_faces:
+            if not new or j in matched or len(self.tracks) >= self.max_faces:
                 continue
             t = Track(self._next_id, f.landmarks.astype(np.float32).copy(), f.box.astype(np.float32).copy())
             self._next_id += 1
             self.stats.new_tracks += 1
-            self._seed(t, grey)
+            self._seed(t, frame)
             self.tracks.append(t)
 
     def _region(self, box: np.ndarray, shape: tuple[int, ...], margin: float = 0.25) -> tuple[int, int, int, int]:
@@ -164,12 +211,12 @@ class FaceTracker:
         y1 = int(min(shape[0], box[3] + margin * h))
         return x0, y0, x1, y1
 
-    def _seed(self, t: Track, grey: np.ndarray) -> None:
-        x0, y0, x1, y1 = self._region(t.box, grey.shape, margin=0.0)
+    def _seed(self, t: Track, frame: np.ndarray) -> None:
+        x0, y0, x1, y1 = self._region(t.box, frame.shape, margin=0.0)
         if x1 - x0 < 8 or y1 - y0 < 8:
             t.points = np.empty((0, 1, 2), np.float32)
             return
-        pts = cv2.goodFeaturesToTrack(grey[y0:y1, x0:x1], self.max_points, 0.01, max(3, (x1 - x0) // 12),
+        pts = cv2.goodFeaturesToTrack(_grey(frame[y0:y1, x0:x1]), self.max_points, 0.01, max(3, (x1 - x0) // 12),
                                       blockSize=5)
         if pts is None:
             t.points = np.empty((0, 1, 2), np.float32)
@@ -177,18 +224,35 @@ class FaceTracker:
         t.points = (pts.reshape(-1, 1, 2) + np.array([x0, y0], np.float32)).astype(np.float32)
 
     # -- tracking between detections -------------------------------------------------------
+    def _small(self, frame: np.ndarray, region: tuple[int, int, int, int]) -> tuple[np.ndarray, float]:
+        """The region in grey at the tracking scale, and that scale.
+
+        Why per region: only the face is tracked, so converting and downscaling the whole
+        frame would be wasted work; a face of ~200 px keeps plenty of texture at ~100 px, and
+        the rigid fit over dozens of points averages the sub-pixel errors out.
+        """
+        x0, y0, x1, y1 = region
+        img = _grey(frame[y0:y1, x0:x1])
+        f = 1.0
+        while img.shape[1] > 1.5 * self.track_px:  # pyrDown: 7x faster than an INTER_AREA resize
+            img, f = cv2.pyrDown(img), f * 0.5
+        return img, f
+
     def _follow(self, t: Track, prev: np.ndarray, cur: np.ndarray) -> None:
         if t.points.shape[0] < self.min_points:
             t.lost = True
             return
-        x0, y0, x1, y1 = self._region(t.box, prev.shape)
-        off = np.array([x0, y0], np.float32)
-        # track at a reduced scale: a face of ~200 px keeps plenty of texture at ~100 px, and
-        # the rigid fit over dozens of points averages the sub-pixel errors out
-        a, b = prev[y0:y1, x0:x1], cur[y0:y1, x0:x1]
-        f = 1.0
-        while a.shape[1] > 1.5 * self.track_px:  # pyrDown: 7x faster than an INTER_AREA resize
-            a, b, f = cv2.pyrDown(a), cv2.pyrDown(b), f * 0.5
+        # The region stays put while the face is well inside it, so this frame's downscaled
+        # region is next frame's "previous" one and each frame is prepared once, not twice.
+        if t.region is None or not _contains(t.region, self._region(t.box, cur.shape, margin=0.1)):
+            t.region = self._region(t.box, cur.shape, margin=0.35)
+            t.small = None
+        if t.small is None:
+            t.small, t.scale = self._small(prev, t.region)
+        a, f = t.small, t.scale
+        b, _ = self._small(cur, t.region)
+        t.small = b
+        off = np.array(t.region[:2], np.float32)
         p0 = (t.points - off) * f
         p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **_LK)
         if p1 is None:
@@ -213,3 +277,11 @@ class FaceTracker:
         t.points = (dst + off).reshape(-1, 1, 2).astype(np.float32)
         if not (np.isfinite(t.landmarks).all() and 0 < t.box[2] - t.box[0] < 10 * prev.shape[1]):
             t.lost = True
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+
+
+def _contains(outer: tuple[int, int, int, int], inner: tuple[int, int, int, int]) -> bool:
+    return outer[0] <= inner[0] and outer[1] <= inner[1] and inner[2] <= outer[2] and inner[3] <= outer[3]

@@ -113,3 +113,28 @@ def test_noise_floor_is_robust_to_dense_events() -> None:
     med, mad = robust_floor(quiet)
     assert abs(med - np.median(quiet)) < 0.003 and 0.5 < mad / np.median(np.abs(quiet - np.median(quiet))) < 2
     assert published_threshold(np.array([1.0, 1.0, 3.0]), 0.5) == pytest.approx(1 + 2 / 3 + 0.5 * (3 - 5 / 3))
+
+
+def test_a_long_restless_tail_keeps_the_micro_events_crops_and_bounds_memory() -> None:
+    """A micro event followed by restless small motion (twitches every 60 ms) keeps its
+    episode open for ~2 s, far past the crop ring; the event must still carry its onset and
+    apex crops, and the open episode must not hold more than two micro-spans of crops."""
+    main = SynthEvent(150, 180, 210, "brow", 2.5)
+    twitches = [SynthEvent(200 + 12 * j, 206 + 12 * j, 212 + 12 * j, "mouth", 1.0) for j in range(25)]
+    frames = render_clip(700, [main, *twitches], FPS, seed=5, noise=1.5)
+    pipe = Pipeline(FacesConfig(), SpotterConfig(), FPS)
+    events, longest, most_crops = [], 0, 0
+    for i, f in enumerate(frames):
+        events += pipe.process(Frame(i, round(i * 1e9 / FPS), f))
+        for sp in pipe.spotters.values():
+            if sp.episode is not None:
+                longest = max(longest, len(sp.episode["slots"]))
+                most_crops = max(most_crops, sum(s.bgr is not None for s in sp.episode["slots"]))
+    events += pipe.flush()
+    sp = next(iter(pipe.spotters.values()))
+    assert longest > 2 * sp.ring_len, "the scenario must keep one episode open past the crop ring"
+    micro = [e for e in events if e.kind == "micro"]
+    assert any(iou((e.onset, e.offset), (main.onset, main.offset)) >= 0.5 for e in micro), events
+    for e in micro:
+        assert e.onset_crop is not None and e.apex_crop is not None and e.onset_crop.shape == (112, 112, 3)
+    assert most_crops <= 2 * (sp.micro_span + 2)

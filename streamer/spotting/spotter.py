@@ -164,6 +164,8 @@ class TrackSpotter:
         # crops kept: k before the trigger + a micro event's length + the hold, so a micro
         # event's onset and apex crops are always still here when it is accepted
         self.ring_len = k + int(micro_max_ms * fps / 1000) + self.hold + 2
+        # a micro event's onset lies at most this many frames before its apex
+        self.micro_span = int(micro_max_ms * fps / 1000) + 2
         self.ring: deque[_Slot] = deque(maxlen=self.ring_len)
         self.a_series: list[tuple[int, float]] = []  # (index, a) when recording for offline rules
         self.record = False
@@ -226,7 +228,8 @@ class TrackSpotter:
         slots = list(self.ring)[-1 - self.k:]
         rois = [np.zeros(len(ROI_NAMES), np.float32)] + [self.meter.measure_rois(ref.grey, s.grey) for s in slots[1:]]
         r = [float(v.max()) for v in rois]
-        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "peak": max(r)}
+        apex = int(np.argmax(r))
+        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "peak": r[apex], "apex": apex}
 
     def _follow(self) -> Event | None:
         ep = self.episode
@@ -236,7 +239,11 @@ class TrackSpotter:
         ep["slots"].append(cur)
         ep["r"].append(r)
         ep["rois"].append(rois)
-        ep["peak"] = max(ep["peak"], r)
+        if r > ep["peak"]:
+            old_apex = ep["apex"]
+            ep["peak"], ep["apex"] = r, len(ep["r"]) - 1
+            self._release_old_peak(ep, old_apex)
+        self._release_trailing(ep)
         # back at the reference: below the floor or below end_fraction of the peak (a long
         # episode accumulates alignment drift that keeps r above a k-frame floor), and still:
         # a slow return (a macro-expression's tail) is not over while r keeps falling
@@ -249,12 +256,32 @@ class TrackSpotter:
             return self._finish(returned=True)
         if len(ep["r"]) > self.max_episode:
             return self._finish(returned=False)
-        if len(ep["slots"]) > self.ring_len:
-            # past any micro event's length: free the crops, keep index and time
-            j = len(ep["slots"]) - self.ring_len - 1
-            old = ep["slots"][j]
-            ep["slots"][j] = _Slot(old.index, old.ts_ns, None, None)
         return None
+
+    # Which crops an open episode must keep. Only a micro event's onset and apex crops are
+    # ever sent, and its onset lies at most `micro_span` frames before its apex. The apex is
+    # either the peak so far (p) or a frame still to come (≥ n, the episode's length), so the
+    # crops that can still be needed are those in [p − span, p] and in [n − span, n): every
+    # other slot keeps only its index and time. Memory stays bounded (2·span crops) however
+    # long the episode, and no micro event loses its crops to a long, restless tail.
+    def _release(self, ep: dict, j: int) -> None:
+        old = ep["slots"][j]
+        if old.grey is not None or old.bgr is not None:
+            ep["slots"][j] = _Slot(old.index, old.ts_ns, None, None)
+
+    def _release_trailing(self, ep: dict) -> None:
+        """The slot that just left the trailing window goes, unless it is near the peak."""
+        j = len(ep["slots"]) - 1 - self.micro_span - 1
+        p = ep["apex"]
+        if j >= 0 and not p - self.micro_span <= j <= p:
+            self._release(ep, j)
+
+    def _release_old_peak(self, ep: dict, old: int) -> None:
+        """The peak moved on: the old peak's window, where not in the new one or the trailing one."""
+        span, p = self.micro_span, ep["apex"]
+        trailing = len(ep["slots"]) - 1 - span
+        for j in range(max(0, old - span), min(old + 1, p - span, trailing)):
+            self._release(ep, j)
 
     def flush(self) -> Event | None:
         """End of stream: an open episode is judged on what was seen."""

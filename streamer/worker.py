@@ -25,7 +25,7 @@ from streamer.publish import Publisher
 
 log = logging.getLogger("mfvan.streamer")
 
-COUNTERS = ("frames", "gaps", "overruns", "breaks", "tracks", "detections", "reanchors", "lost", "micro", "macro",
+COUNTERS = ("frames", "gaps", "overruns", "breaks", "tracks", "detections", "scans", "reanchors", "lost", "micro", "macro",
             "too_short", "invalid", "pairs_sent", "pairs_refused", "pairs_nocrop", "macro_sent", "macro_refused",
             "stalls", "running", "stalled", "ring")
 GAUGES = ("running", "stalled", "ring")  # states and the ring depth (frames waiting); the rest only grow

@@ -144,6 +144,7 @@ def main_e2e(argv: list[str]) -> int:
                                 "and received by a subscriber: p50/p99 over real processes and sockets")
     p.add_argument("--video", help="source of real aligned crops (default: synthetic clip)")
     p.add_argument("--pairs", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=50, help="pairs sent first and not measured (allocations, caches)")
     p.add_argument("--rate", type=float, default=50.0, help="pairs per second pushed")
     p.add_argument("--artefact", default="", help="engine artefact (default: the bundled demo)")
     p.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
@@ -182,15 +183,20 @@ def main_e2e(argv: list[str]) -> int:
     stop = ctx.Event()
     proc = ctx.Process(target=_engine_child, args=(ecfg.model_dump_json(), stop))
     proc.start()
-    sub = Subscriber(ecfg.pub_endpoint)
+    from engine.client import DEFAULT_TOPICS
+    from engine.protocol import TOPIC_HEARTBEAT
+
+    # heartbeats are not in a subscriber's default topics; without them the wait below never
+    # saw the engine come up and ran into its 120 s limit on every run
+    sub = Subscriber(ecfg.pub_endpoint, kinds=(*DEFAULT_TOPICS, TOPIC_HEARTBEAT))
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
+        while True:
             ev = sub.recv(200)
             if ev is not None and ev.kind == "heartbeat":
                 break
-            if not proc.is_alive():
-                print("mfvan-bench e2e: the engine did not start", file=sys.stderr)
+            if not proc.is_alive() or time.monotonic() > deadline:
+                print("mfvan-bench e2e: the engine did not start (no heartbeat within 120 s)", file=sys.stderr)
                 return 2
         pub = Publisher(ecfg.pair_endpoint, "bench", hwm=1000)
         time.sleep(0.3)
@@ -201,27 +207,31 @@ def main_e2e(argv: list[str]) -> int:
         from engine.protocol import now_ns
 
         pending = 0
-        for i in range(args.pairs):
+        warm = max(0, args.warmup)
+
+        def take(e) -> None:
+            nonlocal pending
+            if e is not None and e.kind == "result":
+                pending -= 1
+                if e.header.onset_index >= warm:  # warm-up results are not measured
+                    lat.append((e.received_ns - e.header.spotted_ns) / 1e6)
+
+        for i in range(warm + args.pairs):
             c0, c1 = crops[i % len(crops)], crops[(i + 3) % len(crops)]
             ev = Event(0, i, i + 10, i + 20, 0, 0, 0, 1.0, "micro", onset_crop=c0, apex_crop=c1)
             ev.spotted_ns = now_ns()
-            sent += pub.event(ev, lambda ts: now_ns())
-            pending += 1
+            ok = pub.event(ev, lambda ts: now_ns())
+            sent += ok and i >= warm
+            pending += ok
             next_t += period
             while True:
                 wait = next_t - time.perf_counter()
-                e = sub.recv(max(0, int(wait * 1000)))
-                if e is not None and e.kind == "result":
-                    lat.append((e.received_ns - e.header.spotted_ns) / 1e6)
-                    pending -= 1
+                take(sub.recv(max(0, int(wait * 1000))))
                 if time.perf_counter() >= next_t:
                     break
         end = time.monotonic() + 3
         while pending > 0 and time.monotonic() < end:
-            e = sub.recv(200)
-            if e is not None and e.kind == "result":
-                lat.append((e.received_ns - e.header.spotted_ns) / 1e6)
-                pending -= 1
+            take(sub.recv(200))
         pub.close()
     finally:
         sub.close()

@@ -110,3 +110,30 @@ def test_record_is_lossless_and_keeps_timestamps(corpus: Path, tmp_path: Path) -
     cap = cv2.VideoCapture(str(out))
     ok, first = cap.read()
     assert ok and np.array_equal(first, cv2.imread(str(clip / "img1.bmp")))
+
+
+def test_bench_streamer_json_counts_every_frame() -> None:
+    """`mfvan-bench streamer --json`: timed pass + paced replay through the real grab thread."""
+    r = subprocess.run([str(Path(sys.executable).parent / "mfvan-bench"), "streamer", "--frames", "150",
+                        "--paced-rate", "200", "--json"], capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["frames"] == 150 and out["resolution"] == "640x480" and out["fps"] > 0
+    assert out["counters"]["tracks"] == 1 and out["counters"]["scans"] >= 1
+    assert out["ms_per_frame"]["p50"] <= out["ms_per_frame"]["p99"] <= out["ms_per_frame"]["max"]
+    paced = out["paced"]
+    assert paced["grabbed"] == paced["processed"] + paced["lost_overruns"] == 150
+
+
+def test_bench_e2e_json_gets_a_result_per_pair() -> None:
+    """`mfvan-bench e2e --json` with the bundled engine artefact: every measured pair comes back.
+
+    The timeout also guards the start-up: the bench once waited for a heartbeat it had not
+    subscribed to and sat out its 120 s limit on every run."""
+    r = subprocess.run([str(Path(sys.executable).parent / "mfvan-bench"), "e2e", "--pairs", "20", "--warmup", "5",
+                        "--rate", "100", "--threads", "1", "--json"], capture_output=True, text=True, timeout=90)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["pairs_sent"] == out["results"] == 20 and out["lost"] == 0
+    lat = out["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]

@@ -11,7 +11,9 @@ from engine.config.base import Section, Security
 
 class BatchingConfig(Section):
     max_batch: int = Field(8, ge=1, le=1024, description="at most this many pairs per inference")
-    max_wait_ms: float = Field(2.0, ge=0, le=1000, description="wait at most this long to fill a batch")
+    max_wait_ms: float = Field(0.0, ge=0, le=1000, description="wait at most this long to fill a batch; 0 = batch "
+                               "what is already queued (lowest latency; under load batches still fill while the "
+                               "previous one runs)")
 
 
 class EngineConfig(Section):

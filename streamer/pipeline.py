@@ -68,7 +68,8 @@ class Pipeline:
         self.k = k_frames(spotter.k_ms, fps)
         detector = detector or make_detector(faces)
         self.tracker = FaceTracker(detector, faces.detect_every, faces.max_faces, faces.min_face_px,
-                                   roi_detector=roi_detector(faces, detector), scan_every=faces.scan_every)
+                                   roi_detector=roi_detector(faces, detector),
+                                   scan_every=max(1, round(faces.scan_every_s * fps)))
         self.crop = faces.crop_size
         self.meter = MotionMeter(spotter.spot_size)
         self.spotters: dict[int, TrackSpotter] = {}

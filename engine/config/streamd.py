@@ -34,8 +34,8 @@ class FacesConfig(Section):
     detector: Literal["retinaface", "insightface", "mediapipe"] = "retinaface"
     detect_every: int = Field(20, ge=1, description="check tracked faces with the detector every N frames (track in between); 20 at 200 fps = 10 Hz")
     detect_width: int = Field(320, ge=64, description="detector input width for full-frame scans (frames are downscaled)")
-    scan_every: int = Field(100, ge=1, description="full-frame scan for new faces every N frames while faces are tracked "
-                            "(every detect_every when none is); 100 at 200 fps = 0.5 s")
+    scan_every_s: float = Field(0.5, gt=0, le=60, description="full-frame scan for new faces this often while faces are "
+                                "tracked (every detect_every frames when none is): the longest a new face waits")
     reanchor_width: int = Field(160, ge=0, description="detector input width for the crop around a tracked face at each "
                                 "check (retinaface); 0 = every check is a full-frame scan")
     score_threshold: float = Field(0.8, ge=0, le=1)

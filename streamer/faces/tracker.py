@@ -56,7 +56,6 @@ class Track:
     lost: bool = False
     region: tuple[int, int, int, int] | None = None  # frame area tracked in, kept while the face is inside
     small: np.ndarray | None = field(default=None, repr=False)  # last frame's region, grey, downscaled
-    scale: float = 1.0
 
     @property
     def size(self) -> float:
@@ -248,10 +247,9 @@ class FaceTracker:
             t.region = self._region(t.box, cur.shape, margin=0.35)
             t.small = None
         if t.small is None:
-            t.small, t.scale = self._small(prev, t.region)
-        a, f = t.small, t.scale
-        b, _ = self._small(cur, t.region)
-        t.small = b
+            t.small, _ = self._small(prev, t.region)
+        b, f = self._small(cur, t.region)  # same region, so the same scale as the previous one
+        a, t.small = t.small, b
         off = np.array(t.region[:2], np.float32)
         p0 = (t.points - off) * f
         p1, st1, _ = cv2.calcOpticalFlowPyrLK(a, b, p0, None, **_LK)

@@ -161,11 +161,11 @@ class TrackSpotter:
         self.hold = hold if hold is not None else max(3, k // 4)
         self.fixed_threshold = fixed_threshold
         self.keep_crops = keep_crops
-        # crops kept: k before the trigger + a micro event's length + the hold, so a micro
-        # event's onset and apex crops are always still here when it is accepted
-        self.ring_len = k + int(micro_max_ms * fps / 1000) + self.hold + 2
-        # a micro event's onset lies at most this many frames before its apex
+        # a micro event's onset lies at most `micro_span` frames before its apex; the ring keeps
+        # k before the trigger + that span + the hold, so a micro event's onset and apex crops
+        # are always still here when it is accepted
         self.micro_span = int(micro_max_ms * fps / 1000) + 2
+        self.ring_len = k + self.micro_span + self.hold
         self.ring: deque[_Slot] = deque(maxlen=self.ring_len)
         self.a_series: list[tuple[int, float]] = []  # (index, a) when recording for offline rules
         self.record = False
@@ -229,7 +229,7 @@ class TrackSpotter:
         rois = [np.zeros(len(ROI_NAMES), np.float32)] + [self.meter.measure_rois(ref.grey, s.grey) for s in slots[1:]]
         r = [float(v.max()) for v in rois]
         apex = int(np.argmax(r))
-        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "peak": r[apex], "apex": apex}
+        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "apex": apex}
 
     def _follow(self) -> Event | None:
         ep = self.episode
@@ -239,15 +239,15 @@ class TrackSpotter:
         ep["slots"].append(cur)
         ep["r"].append(r)
         ep["rois"].append(rois)
-        if r > ep["peak"]:
+        if r > ep["r"][ep["apex"]]:
             old_apex = ep["apex"]
-            ep["peak"], ep["apex"] = r, len(ep["r"]) - 1
+            ep["apex"] = len(ep["r"]) - 1
             self._release_old_peak(ep, old_apex)
         self._release_trailing(ep)
         # back at the reference: below the floor or below end_fraction of the peak (a long
         # episode accumulates alignment drift that keeps r above a k-frame floor), and still:
         # a slow return (a macro-expression's tail) is not over while r keeps falling
-        end_level = self.floor.median + self.end_fraction * (ep["peak"] - self.floor.median)
+        end_level = self.floor.median + self.end_fraction * (ep["r"][ep["apex"]] - self.floor.median)
         low = r < max(self.threshold, end_level)
         recent = ep["r"][-self.hold:]
         still = len(recent) < self.hold or max(recent) - min(recent) < max(self.threshold - self.floor.median, 1e-6)

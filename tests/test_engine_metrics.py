@@ -9,18 +9,13 @@ import time
 import urllib.request
 
 from engine.metrics import EngineMetrics, RateLimitedLog
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from streamer.soak import free_port
 
 
 def test_junk_http_costs_no_traceback_and_serving_goes_on(capfd, caplog) -> None:
     m = EngineMetrics("t", 8)
     m.pairs_in.inc(3)
-    port = _free_port()
+    port = free_port()
     httpd, _ = m.serve(port)
     junk = [b"\x00\xff" * 300, b"BREW /metrics HTTP/1.1\r\n\r\n", b"GET /" + b"A" * 70_000 + b" HTTP/1.1\r\n\r\n",
             b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: " + b"z" * 100_000 + b"\r\n\r\n",

@@ -29,15 +29,16 @@ from engine.protocol import (
     now_ns,
 )
 from engine.server import run
+from streamer.soak import free_port
 
 pytest.importorskip("torch")
 
 
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory) -> Path:
-    from engine_helpers import build
+    from reliability_helpers import session_artefact
 
-    return build(tmp_path_factory.mktemp("srv"))
+    return session_artefact(tmp_path_factory)
 
 
 class Engine:
@@ -234,18 +235,10 @@ def test_corrupt_artefact_refuses_to_start_with_rebuild_hint(tmp_path: Path, art
     assert "want float [B, 3, 96, 96]" in " ".join(r.message for r in caplog.records)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_prometheus_metrics_count_pairs_results_drops(tmp_path: Path, artefact: Path) -> None:
     import urllib.request
 
-    port = _free_port()
+    port = free_port()
     onset, apex = face_pairs(3)
     with Engine(tmp_path, artefact, metrics_port=port) as eng:
         for i in range(3):
@@ -294,7 +287,7 @@ def test_run_in_a_spawned_process_stops_on_its_event(tmp_path: Path, artefact: P
 
 
 def test_endpoint_in_use_is_a_clean_start_failure(tmp_path: Path, artefact: Path, caplog) -> None:
-    port = _free_port()
+    port = free_port()
     zctx = zmq.Context()
     squatter = zctx.socket(zmq.PUB)
     squatter.linger = 0

@@ -19,6 +19,7 @@ import pytest
 
 from engine.client import Subscriber
 from engine.protocol import Macro, Result, Status
+from streamer.soak import free_port
 from streamer.spotting.synthetic import SynthEvent, render_clip, write_folder
 
 BIN = Path(sys.executable).parent
@@ -26,18 +27,12 @@ MICRO = [SynthEvent(240, 270, 300, "brow", 2.5), SynthEvent(420, 452, 485, "mout
 MACRO = SynthEvent(580, 640, 840, "mouth", 6.0, "macro")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def artefact(tmp_path_factory) -> Path:
     pytest.importorskip("torch")
-    from engine_helpers import build
+    from reliability_helpers import session_artefact
 
-    return build(tmp_path_factory.mktemp("streamd-art"))
+    return session_artefact(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import onnxruntime as ort
 
 from streamer.faces.types import Face
 
-_MEAN_BGR = np.array([104.0, 117.0, 127.0], dtype=np.float32)
+_MEAN_BGR = (104.0, 117.0, 127.0)  # subtracted per channel, B G R
 
 
 class RetinaFaceDetector:
@@ -61,7 +61,7 @@ class RetinaFaceDetector:
         small = frame_bgr if scale == 1.0 else cv2.resize(frame_bgr, (round(w * scale), round(h * scale)),
                                                           interpolation=cv2.INTER_AREA)
         sh, sw = small.shape[:2]
-        blob = cv2.dnn.blobFromImage(small, 1.0, (sw, sh), _MEAN_BGR.tolist(), swapRB=False, crop=False)
+        blob = cv2.dnn.blobFromImage(small, 1.0, (sw, sh), _MEAN_BGR, swapRB=False, crop=False)
         boxes, scores, pts = self._session.run(None, {"input": blob})
         s = scores[0][:, 1]
         keep = np.flatnonzero(s > self.score_threshold)

@@ -22,6 +22,7 @@ import numpy as np
 
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.streamd import StreamdConfig
+from streamer.capture import CaptureError
 
 
 def _pin_one_core() -> str:
@@ -82,7 +83,11 @@ def main_streamer(argv: list[str]) -> int:
     from streamer.capture import Frame, Grabber
     from streamer.pipeline import Pipeline, make_detector
 
-    frames, fps, what = _load_frames(args.video, args.frames, args.fps)
+    try:
+        frames, fps, what = _load_frames(args.video, args.frames, args.fps)
+    except CaptureError as exc:
+        print(f"mfvan-bench streamer: {exc}", file=sys.stderr)
+        return 2
     if not frames:
         print("mfvan-bench streamer: no frames", file=sys.stderr)
         return 2
@@ -166,7 +171,11 @@ def main_e2e(argv: list[str]) -> int:
     except ArtefactError as exc:
         print(f"mfvan-bench e2e: {exc}", file=sys.stderr)
         return 2
-    frames, fps, what = _load_frames(args.video, 240, None)
+    try:
+        frames, fps, what = _load_frames(args.video, 240, None)
+    except CaptureError as exc:
+        print(f"mfvan-bench e2e: {exc}", file=sys.stderr)
+        return 2
     from streamer.faces.align import align
     from streamer.pipeline import make_detector
 

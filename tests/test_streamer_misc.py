@@ -137,3 +137,11 @@ def test_bench_e2e_json_gets_a_result_per_pair() -> None:
     assert out["pairs_sent"] == out["results"] == 20 and out["lost"] == 0
     lat = out["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
+
+
+def test_bench_commands_name_a_missing_video_without_a_traceback(tmp_path: Path) -> None:
+    for cmd in ("streamer", "e2e"):
+        r = subprocess.run([str(Path(sys.executable).parent / "mfvan-bench"), cmd, "--video", str(tmp_path / "nope.mp4")],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "nope.mp4: no such file or folder" in r.stderr
+        assert "Traceback" not in r.stderr

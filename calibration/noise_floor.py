@@ -20,18 +20,18 @@ from pathlib import Path
 import numpy as np
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.streamd import StreamdConfig
+from streamer.config import StreamdConfig
 from streamer.spotting.noise import MAD_TO_SIGMA, robust_floor
 
 
 def noise_floor(video: str, cfg: StreamdConfig, fps: float | None = None, progress: bool = False) -> dict:
     from streamer.capture import open_source
-    from streamer.spot_cli import _run
+    from streamer.spot_cli import replay
 
     src = open_source(video, None, fps)
     rate = src.fps
     src.close()
-    _, pipe = _run(video, cfg, fps, None, progress, "noise floor", fixed_thresholds={}, record=True)
+    _, pipe = replay(video, cfg, fps, None, progress, "noise floor", fixed_thresholds={}, record=True)
     if not pipe.spotters:
         raise ValueError(f"{video}: no face was tracked")
     track, sp = max(pipe.spotters.items(), key=lambda kv: len(kv[1].a_series))

@@ -133,7 +133,7 @@ def from_corpus(
         build_pairs = None
     if build_pairs is not None:
         if cache_dir is None:
-            from engine.config.train import DataConfig
+            from trainer.config.train import DataConfig
 
             cache_dir = DataConfig().cache_dir
         try:

@@ -21,7 +21,7 @@ import zmq
 from tqdm import tqdm
 
 from calibration.pairs import PairSet, save_pairs
-from engine.protocol import Pair, ProtocolError, decode
+from engine.wire.protocol import Pair, ProtocolError, decode
 
 
 def record(endpoint: str, count: int, labels: list[str], *, bind: bool = True, timeout_s: float = 0.0,

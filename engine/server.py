@@ -2,7 +2,7 @@
 
 `run(cfg, stop_event)` is the whole engine process: `mfvan-engined` calls it in the
 foreground, `mfvan-streamd` in a spawned child. Why these choices:
-- Every received message goes through `engine.protocol.decode`; a bad one is dropped,
+- Every received message goes through `engine.wire.protocol.decode`; a bad one is dropped,
   counted by its ProtocolError reason and logged with rate limiting, never fatal: one broken
   or hostile sender must not take the engine down for every camera.
 - Micro-batching (≤ max_batch pairs or ≤ max_wait_ms after the first pair) trades at most a
@@ -36,7 +36,8 @@ from engine.artefact import Artefact, ArtefactError, load_artefact
 from engine.backends import Backend, BackendUnavailable, check_outputs, load_backend
 from engine.config.engine import EngineConfig
 from engine.metrics import EngineMetrics, RateLimitedLog
-from engine.protocol import (
+from engine.tensors import crops_to_nchw, upsample_heatmaps
+from engine.wire.protocol import (
     MAX_ARRAY_BYTES,
     MAX_HEADER_BYTES,
     TOPIC_HEARTBEAT,
@@ -56,8 +57,7 @@ from engine.protocol import (
     now_ns,
     topic,
 )
-from engine.security import SecurityError, secure_bind, secure_connect
-from engine.tensors import crops_to_nchw, upsample_heatmaps
+from engine.wire.security import SecurityError, secure_bind, secure_connect
 
 log = logging.getLogger("mfvan.engine")
 STATUS_EVERY_S = 5.0
@@ -89,7 +89,7 @@ def default_engine_id() -> str:
 
 
 def _open(cfg: EngineConfig, kind: int, endpoint: str):
-    """A socket in its own context, bound or connected through engine.security when present."""
+    """A socket in its own context, bound or connected through engine.wire.security when present."""
     ctx = zmq.Context()
     sock = ctx.socket(kind)
     sock.linger = 0

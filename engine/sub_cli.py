@@ -19,11 +19,11 @@ import cv2
 import msgspec
 import numpy as np
 
-from engine import protocol as P
-from engine.client import DEFAULT_TOPICS, Event, Subscriber
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.sub import SubConfig
-from engine.security import SecurityError
+from engine.wire import protocol as P
+from engine.wire.client import DEFAULT_TOPICS, Event, Subscriber
+from engine.wire.security import SecurityError
 
 
 def heatmap_png(event: Event) -> np.ndarray | None:

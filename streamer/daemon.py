@@ -31,8 +31,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.streamd import StreamdConfig
 from streamer import sdnotify
+from streamer.config import StreamdConfig
 from streamer.worker import COUNTERS, EXIT_DONE, GAUGES
 
 log = logging.getLogger("mfvan.streamd")
@@ -107,7 +107,7 @@ class Supervisor:
 
     def _wait_engine_ready(self, timeout: float = 120.0) -> bool:
         """The engine is ready when its first heartbeat arrives on the PUB endpoint."""
-        from engine.client import Subscriber
+        from engine.wire.client import Subscriber
 
         engine = next((c for c in self.children if c.kind == "engine"), None)
         if engine is None:

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 
 import cv2
 
-from engine.config.streamd import FacesConfig, SpotterConfig
 from streamer.capture import Frame
+from streamer.config import FacesConfig, SpotterConfig
 from streamer.faces.align import similarity_transform
 from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor

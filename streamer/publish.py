@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import zmq
 
-from engine.config.base import Security
-from engine.protocol import Macro, Pair, Status, array_spec, encode, encode_pair, now_ns
-from engine.security import secure_connect
+from engine.wire.protocol import Macro, Pair, Status, array_spec, encode, encode_pair, now_ns
+from engine.wire.security import Security, secure_connect
 from streamer.spotting.spotter import Event
 
 

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
     p.add_argument("--ring", type=int, default=1024, help="frames buffered between grab and write")
     from engine.config.cli import add_config_args, config_from_args
-    from engine.config.streamd import CaptureConfig
+    from streamer.config import CaptureConfig
 
     add_config_args(p)
     args = p.parse_args(argv)

@@ -16,14 +16,14 @@ from pathlib import Path
 import cv2
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.streamd import StreamdConfig
 from streamer.capture import CaptureError, Frame, open_source
+from streamer.config import StreamdConfig
 from streamer.pipeline import Pipeline
 from streamer.spotting.noise import published_threshold
 from streamer.spotting.spotter import Event
 
 
-def _run(path: str, cfg: StreamdConfig, fps: float | None, detector, progress: bool, desc: str,
+def replay(path: str, cfg: StreamdConfig, fps: float | None, detector, progress: bool, desc: str,
          **pipe_kw) -> tuple[list[Event], Pipeline]:
     from tqdm import tqdm
 
@@ -46,12 +46,12 @@ def spot_video(path: str, cfg: StreamdConfig, fps: float | None = None, detector
                noise_seed: tuple[float, float] | None = None) -> tuple[list[Event], dict, float]:
     """Every event in one video or frame folder → (events, counters, fps)."""
     if cfg.spotter.threshold == "published":
-        _, first = _run(path, cfg, fps, detector, progress, "pass 1/2", fixed_thresholds={}, record=True)
+        _, first = replay(path, cfg, fps, detector, progress, "pass 1/2", fixed_thresholds={}, record=True)
         thr = {tid: published_threshold([a for _, a in sp.a_series], cfg.spotter.published_p)
                for tid, sp in first.spotters.items()}
-        events, pipe = _run(path, cfg, fps, detector, progress, "pass 2/2", fixed_thresholds=thr)
+        events, pipe = replay(path, cfg, fps, detector, progress, "pass 2/2", fixed_thresholds=thr)
     else:
-        events, pipe = _run(path, cfg, fps, detector, progress, Path(path).name, noise_seed=noise_seed)
+        events, pipe = replay(path, cfg, fps, detector, progress, Path(path).name, noise_seed=noise_seed)
     events.sort(key=lambda e: (e.onset, e.track))
     return events, pipe.counters(), pipe.fps
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import cv2
 
-from engine.config.streamd import StreamdConfig
-from engine.protocol import now_ns
+from engine.wire.protocol import now_ns
 from streamer.capture import CaptureError, Grabber, open_source
+from streamer.config import StreamdConfig
 from streamer.pipeline import Pipeline
 from streamer.publish import Publisher
 
@@ -71,7 +71,7 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
         return EXIT_CONFIG
     log.info("%s: %s at %.1f fps (%s)", cam.name, source.name, source.fps,
              "realtime" if cam.realtime or cam.device is not None else "as fast as possible")
-    from streamer.faces.insightface_backend import DetectorUnavailable
+    from streamer.faces.types import DetectorUnavailable
 
     try:
         pipe = Pipeline(cfg.faces, cfg.spotter, source.fps, noise_seed=seed)

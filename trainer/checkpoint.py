@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from engine.config.train import ModelConfig
+from trainer.config.train import ModelConfig
 
 FORMAT = "mfvan-ckpt/1"
 

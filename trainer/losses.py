@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from engine.config.train import LossConfig
+from trainer.config.train import LossConfig
 
 
 def class_alpha(labels: Sequence[int], num_classes: int) -> torch.Tensor:

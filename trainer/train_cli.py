@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.train import TrainConfig
 from trainer.checkpoint import CheckpointError, save_checkpoint
 from trainer.cli_args import add_data_args, add_run_args
+from trainer.config.train import TrainConfig
 from trainer.train import STAGES, resolve_device, train
 from trainer.train.distributed import setup, teardown
 

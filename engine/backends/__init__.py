@@ -1,5 +1,10 @@
 """Inference backends behind one interface: `load_backend(artefact, ...)` → `infer(onset, apex)`.
 
+Backends are plugins found by name in the `mfvan.backends` entry-point group (pyproject.toml),
+loaded only when chosen: the engine runtime never imports the package that provides one, so the
+torch backend lives where torch lives (`trainer.torch_backend`) and a third-party package can
+add a backend without touching this one.
+
 Why one interface: the server, the benchmark and the parity tests never know which runtime
 they hold, so a backend can be swapped by config and compared on the same inputs. Each
 backend module imports its runtime lazily: a host without torch/TensorRT/cuda-python can still
@@ -13,13 +18,15 @@ Outputs: float32 probs (B, C) and heatmaps (B, 4, g, g) as numpy arrays.
 from __future__ import annotations
 
 import importlib.util
+from functools import cache
+from importlib.metadata import EntryPoint, entry_points
 from typing import Protocol
 
 import numpy as np
 
 from engine.artefact import Artefact, ArtefactError
 
-BACKENDS = ("onnxruntime", "tensorrt", "torch")
+ENTRY_POINT_GROUP = "mfvan.backends"
 
 
 class BackendUnavailable(RuntimeError):
@@ -41,6 +48,24 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+@cache
+def registered() -> dict[str, EntryPoint]:
+    """Backend name → entry point (not yet imported), in the order the names sort."""
+    return {ep.name: ep for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)}
+
+
+def backend_class(name: str) -> type:
+    """The class registered as `name`, imported now (its runtime still imports lazily)."""
+    eps = registered()
+    if name not in eps:
+        known = ", ".join(eps) or "none: is mfvan installed (pip install -e .)?"
+        raise ArtefactError(f"unknown backend {name!r}; choose from auto, {known}")
+    try:
+        return eps[name].load()
+    except ModuleNotFoundError as exc:
+        raise BackendUnavailable(f"the {name} backend needs {exc.name!r}, which is not installed") from None
+
+
 def load_backend(
     artefact: Artefact,
     backend: str = "auto",
@@ -56,19 +81,7 @@ def load_backend(
             n for n in artefact.files_with_role("tensorrt-plan") if artefact.manifest.files[n].precision == precision
         ]
         backend = "tensorrt" if plans and installed("tensorrt") else "onnxruntime"
-    if backend == "onnxruntime":
-        from engine.backends.ort import OrtBackend
-
-        return OrtBackend(artefact, precision, threads=threads)
-    if backend == "torch":
-        from engine.backends.torch_backend import TorchBackend
-
-        return TorchBackend(artefact, precision, threads=threads, device=device)
-    if backend == "tensorrt":
-        from engine.backends.tensorrt import TensorRTBackend
-
-        return TensorRTBackend(artefact, precision)
-    raise ArtefactError(f"unknown backend {backend!r}; choose from auto, {', '.join(BACKENDS)}")
+    return backend_class(backend)(artefact, precision, threads=threads, device=device)
 
 
 def check_outputs(artefact: Artefact, probs: np.ndarray, heatmaps: np.ndarray, batch: int) -> None:

@@ -85,7 +85,8 @@ def check_io(sess: ort.InferenceSession, artefact: Artefact, path: Path) -> None
 class OrtBackend:
     name = "onnxruntime"
 
-    def __init__(self, artefact: Artefact, precision: str = "fp32", *, threads: int = 2):
+    def __init__(self, artefact: Artefact, precision: str = "fp32", *, threads: int = 2, device: str = "auto"):
+        # device: the execution providers are chosen below from what this build of ORT offers
         if precision == "fp16" and not {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & set(
             ort.get_available_providers()
         ):

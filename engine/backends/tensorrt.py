@@ -139,7 +139,9 @@ def build_plan(
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, artefact: Artefact, precision: str = "fp16", *, device_index: int = 0):
+    def __init__(self, artefact: Artefact, precision: str = "fp16", *, threads: int = 2, device: str = "auto"):
+        # threads: unused (the GPU runs the graph); device "cuda:N" picks the GPU, "auto" the first
+        device_index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0
         trt = _trt()
         cudart = _cudart()
         self.trt, self.cudart = trt, cudart

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from engine.config.base import Section, Security
+from engine.config.base import Section
+from engine.wire.security import Security
 
 
 class BatchingConfig(Section):
@@ -37,24 +38,6 @@ class EngineConfig(Section):
     metrics_port: int = Field(0, ge=0, le=65535, description="Prometheus /metrics; 0 = off")
     batching: BatchingConfig = BatchingConfig()
     security: Security = Security()
-
-
-class BuildConfig(Section):
-    """Schema of `mfvan-build-engine` (every field is also a command-line flag)."""
-
-    checkpoint: str = Field("", description="trainer checkpoint; empty = the bundled demo checkpoint")
-    backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
-    precision: Literal["fp32", "fp16", "int8"] = "fp32"
-    out: str = Field("", description="artefact folder to write")
-    max_batch: int = Field(8, ge=1, le=1024, description="largest batch the artefact serves (TensorRT profile max)")
-    opset: int = Field(17, ge=17, le=23)
-    calib: str = Field("", description="calibration pairs (.npz / folder of .npz / corpus folder) for int8")
-    calib_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    calib_max_pairs: int = Field(512, ge=0, description="0 = all")
-    held_out_fraction: float = Field(0.25, gt=0, lt=1, description="share of subjects kept out of calibration for the INT8 report")
-    min_held_out: int = Field(10, ge=1, description="fewest held-out pairs an INT8 accuracy report may rest on")
-    force: bool = Field(False, description="finish an int8 build without an accuracy report")
-    atol: float = Field(1e-4, gt=0, description="max |ONNX - torch| accepted at export")
 
 
 class BenchConfig(Section):

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from engine.config.base import Section, Security
+from engine.config.base import Section
+from engine.wire.security import Security
 
 
 class SubConfig(Section):

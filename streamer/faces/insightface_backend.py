@@ -13,11 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from streamer.faces.types import Face
-
-
-class DetectorUnavailable(RuntimeError):
-    """The backend's package or model files are missing; the message says what to install."""
+from streamer.faces.types import DetectorUnavailable, Face
 
 
 def find_model(pack: str = "buffalo_l", root: str | os.PathLike[str] | None = None) -> Path:

@@ -11,8 +11,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from streamer.faces.insightface_backend import DetectorUnavailable
-from streamer.faces.types import Face
+from streamer.faces.types import DetectorUnavailable, Face
 
 _FIVE = ((33, 133), (362, 263), (1,), (61,), (291,))
 

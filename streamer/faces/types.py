@@ -7,6 +7,10 @@ from dataclasses import dataclass
 import numpy as np
 
 
+class DetectorUnavailable(RuntimeError):
+    """A face backend's package or model files are missing; the message says what to install."""
+
+
 @dataclass(frozen=True)
 class Face:
     box: np.ndarray  # (4,) float32 x0, y0, x1, y1 in frame pixels

@@ -127,7 +127,7 @@ def frame_numbers(folder: Path) -> list[int]:
 
 def main(argv: list[str] | None = None) -> int:
     from engine.config.cli import add_config_args, config_from_args
-    from engine.config.streamd import StreamdConfig
+    from streamer.config import StreamdConfig
 
     p = argparse.ArgumentParser(prog="mfvan-eval spot", description="Score the spotter on an annotated corpus "
                                 "(MEGC protocol: a hit is IoU >= 0.5; precision, recall, F1).")

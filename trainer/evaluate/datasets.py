@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.config.train import DataConfig
+from trainer.config.train import DataConfig
 from trainer.datasets import LOADERS
 
 

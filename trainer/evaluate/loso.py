@@ -20,9 +20,9 @@ import numpy as np
 import torch
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.train import TrainConfig
 from trainer.baselines import lbptop, offapex
 from trainer.cli_args import add_data_args, add_run_args
+from trainer.config.train import TrainConfig
 from trainer.evaluate import report as rep
 from trainer.evaluate.metrics import confusion, per_class
 from trainer.evaluate.protocol import (

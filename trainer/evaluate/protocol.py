@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine.config.train import ModelConfig, TrainConfig
+from trainer.config.train import ModelConfig, TrainConfig
 from trainer.evaluate.metrics import scores
 from trainer.models import create_model
 from trainer.train import PairSet, predict, train

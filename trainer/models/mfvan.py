@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from engine.config.train import ModelConfig
+from trainer.config.train import ModelConfig
 from trainer.models.attention import ScaleTransformer
 from trainer.models.parts import GlobalHead, StudentAE, TeacherAE
 from trainer.models.registry import register_model

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch.nn as nn
 
-from engine.config.train import ModelConfig
+from trainer.config.train import ModelConfig
 
 Builder = Callable[[ModelConfig], nn.Module]
 _REGISTRY: dict[str, Builder] = {}

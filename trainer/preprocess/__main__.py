@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.train import TrainConfig
+from trainer.config.train import TrainConfig
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from engine.config.cli import add_config_args, config_from_args
-from engine.config.synth import SynthConfig
+from trainer.config.synth import SynthConfig
 
 
 def _generate(argv: list[str]) -> int:

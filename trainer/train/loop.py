@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from engine.config.train import StageConfig, TrainConfig
 from trainer.checkpoint import load_checkpoint, save_checkpoint
+from trainer.config.train import StageConfig, TrainConfig
 from trainer.losses import class_alpha, pretrain_loss, remove_loss, total_loss
 from trainer.models import MFVAN, create_model, export_module
 from trainer.train.data import PairSet, to_tensor

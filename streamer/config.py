@@ -1,0 +1,88 @@
+"""Schema of `mfvan-streamd`: cameras, faces, spotting, the engine link and the supervisor."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from engine.config.base import Section
+from engine.config.engine import EngineConfig
+from engine.wire.security import Security
+
+
+class CameraConfig(Section):
+    name: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="topic-safe camera id")
+    device: int | None = Field(None, ge=0, description="V4L2 index (/dev/videoN)")
+    video: str = Field("", description="replay a file or frame folder instead of a camera")
+    fps: float = Field(200.0, gt=0, le=2000, description="camera rate; frame folders' rate; video files see fps_from_file")
+    fps_from_file: bool = Field(True, description="a video file plays at its own rate (false: at fps)")
+    width: int = Field(640, ge=16, le=8192)
+    height: int = Field(480, ge=16, le=8192)
+    fourcc: str = Field("MJPG", min_length=4, max_length=4)
+    exposure: float | None = None
+    realtime: bool = Field(False, description="pace a replay at the source rate")
+
+
+class CaptureConfig(Section):
+    pair_hwm: int = Field(64, ge=1, description="pairs queued toward the engine before PUSH refuses (counted)")
+    ring_frames: int = Field(512, ge=8, le=100_000, description="frames buffered between grab and processing")
+    gap_factor: float = Field(1.5, gt=1.0, description="a timestamp jump > gap_factor/fps is a sensor gap")
+    stall_s: float = Field(2.0, gt=0, description="no frame for this long: the source is reported stalled (degraded)")
+
+
+class FacesConfig(Section):
+    detector: Literal["retinaface", "insightface", "mediapipe"] = "retinaface"
+    detect_every: int = Field(20, ge=1, description="check tracked faces with the detector every N frames (track in between); 20 at 200 fps = 10 Hz")
+    detect_width: int = Field(320, ge=64, description="detector input width for full-frame scans (frames are downscaled)")
+    scan_every_s: float = Field(0.5, gt=0, le=60, description="full-frame scan for new faces this often while faces are "
+                                "tracked (every detect_every frames when none is): the longest a new face waits")
+    reanchor_width: int = Field(160, ge=0, description="detector input width for the crop around a tracked face at each "
+                                "check (retinaface); 0 = every check is a full-frame scan")
+    score_threshold: float = Field(0.8, ge=0, le=1)
+    max_faces: int = Field(8, ge=1, le=64)
+    min_face_px: int = Field(48, ge=8)
+    crop_size: int = Field(112, ge=32, le=512, description="aligned crop side in pixels")
+
+
+class SpotterConfig(Section):
+    method: Literal["flow", "lbp"] = "flow"
+    k_ms: float = Field(185.0, gt=0, description="half an average micro-expression; k = round(k_ms*fps/1000)")
+    threshold: Literal["online", "published"] = "online"
+    mad_c: float = Field(6.0, gt=0, description="online threshold = running median + c*MAD")
+    confirm_factor: float = Field(1.5, ge=1, description="an episode counts only if its peak rises this many times the threshold's margin above the floor")
+    published_p: float = Field(0.5, ge=0, le=1, description="offline rule mean + p*(max-mean)")
+    warmup_s: float = Field(0.3, ge=0, description="noise floor learning before events may fire (at least 8 frames)")
+    micro_min_ms: float = Field(65.0, gt=0)
+    micro_max_ms: float = Field(500.0, gt=0)
+    micro_max_disp: float = Field(0.03, gt=0, description="micro events are subtle: a peak ROI displacement above this fraction of the inter-ocular distance makes an episode macro")
+    edge_fraction: float = Field(0.1, gt=0, lt=1, description="onset/offset where score crosses this fraction of peak (never below the noise threshold)")
+    end_fraction: float = Field(0.25, gt=0, lt=1, description="an episode ends once the score stays below this fraction of its peak")
+    spot_size: int = Field(112, ge=32, le=256, description="side of the grey crops the spotter's optical flow runs on")
+    floor_window_s: float = Field(5.0, gt=0, description="the noise floor is the median+MAD of this much recent quiet motion")
+    max_episode_s: float = Field(4.0, gt=0, description="an episode not back to neutral after this long is a held macro event")
+    noise_floor_file: str = Field("", description="JSON from calibration/noise_floor.py seeding the floor (per subject)")
+
+
+class SupervisorConfig(Section):
+    max_restarts: int = Field(5, ge=0)
+    backoff_s: float = Field(2.0, ge=0, description="restart delay after the first (immediate) one; doubles per restart in the window, at most 30 s")
+    restart_window_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float = Field(5.0, gt=0)
+    metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics and /healthz listen on")
+    linger_s: float = Field(1.0, ge=0, description="after a replay ends, let the engine finish its queue this long")
+    status_every_s: float = Field(1.0, gt=0, description="streamer Status messages (counters) this often")
+
+
+class StreamdConfig(Section):
+    cameras: list[CameraConfig] = Field(default_factory=lambda: [CameraConfig()])
+    capture: CaptureConfig = CaptureConfig()
+    faces: FacesConfig = FacesConfig()
+    spotter: SpotterConfig = SpotterConfig()
+    # the embedded engine shares the host with one streamer core per camera: one ORT thread by
+    # default (two threads on two busy cores tripled the e2e p99 in mfvan-bench e2e)
+    engine: EngineConfig = EngineConfig(intra_op_threads=1)
+    embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
+    supervisor: SupervisorConfig = SupervisorConfig()
+    security: Security = Security()

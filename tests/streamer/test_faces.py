@@ -1,0 +1,116 @@
+"""Face tracking between detections: several faces keep stable ids while they move, landmarks
+follow rigid motion, a missed detection does not drop a track, a face that leaves is dropped."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from streamer.faces.retinaface import RetinaFaceDetector
+from streamer.faces.tracker import FaceTracker
+from streamer.harness.clip import _base
+
+cv2.setNumThreads(1)
+
+
+def two_faces(dx: float, dy: float) -> np.ndarray:
+    """Two half-size copies of a real face photo in one 640x480 frame, shifted by (dx, dy)."""
+    base, _ = _base()
+    small = cv2.resize(base[:, 80:560], (240, 240), interpolation=cv2.INTER_AREA)
+    canvas = np.full((480, 640, 3), 90, np.uint8)
+    canvas[100:340, 40:280] = small
+    canvas[120:360, 360:600] = small
+    m = np.float32([[1, 0, dx], [0, 1, dy]])
+    return cv2.warpAffine(canvas, m, (640, 480), borderMode=cv2.BORDER_CONSTANT, borderValue=(90, 90, 90))
+
+
+def test_two_faces_keep_ids_and_follow_motion() -> None:
+    det = RetinaFaceDetector(320, 0.7, threads=1)
+    tracker = FaceTracker(det.detect, detect_every=15, min_face_px=40)
+    first = None
+    for i in range(60):
+        dx, dy = 0.4 * i, 0.2 * i  # 24 px right, 12 px down over the run
+        tracks = tracker.update(two_faces(dx, dy))
+        if first is None:
+            first = {t.id: t.landmarks.copy() for t in tracks}
+    assert len(first) == 2
+    assert {t.id for t in tracks} == set(first)
+    for t in tracks:
+        shift = (t.landmarks - first[t.id]).mean(axis=0)
+        np.testing.assert_allclose(shift, [0.4 * 59, 0.2 * 59], atol=1.5)
+    assert tracker.stats.new_tracks == 2 and tracker.stats.reanchors == 0
+
+
+def test_missed_detections_keep_the_track_and_a_gone_face_is_dropped() -> None:
+    det = RetinaFaceDetector(320, 0.7, threads=1)
+    calls = {"n": 0}
+
+    def flaky(frame):
+        calls["n"] += 1
+        return det.detect(frame) if calls["n"] == 1 else []  # the detector sees the faces only once
+
+    tracker = FaceTracker(flaky, detect_every=5, min_face_px=40, max_misses=3)
+    frame = two_faces(0, 0)
+    ids = None
+    for _ in range(15):  # two detections with no faces: within the miss budget
+        tracks = tracker.update(frame)
+        ids = ids or {t.id for t in tracks}
+    assert {t.id for t in tracks} == ids and len(ids) == 2
+    blank = np.full((480, 640, 3), 90, np.uint8)  # both faces leave: tracking fails, they are lost
+    for _ in range(3):
+        tracks = tracker.update(blank)
+    assert tracks == [] and tracker.stats.lost >= 2
+
+
+def test_optional_backends_fail_with_what_to_install(tmp_path) -> None:
+    import pytest
+
+    from streamer.config import FacesConfig
+    from streamer.faces.insightface_backend import find_model
+    from streamer.faces.types import DetectorUnavailable
+    from streamer.pipeline import make_detector
+
+    with pytest.raises(DetectorUnavailable, match="ships none"):
+        find_model("buffalo_l", tmp_path)
+    for name in ("insightface", "mediapipe"):
+        try:
+            make_detector(FacesConfig(detector=name))
+        except DetectorUnavailable as exc:
+            assert "pip install" in str(exc) or "ships none" in str(exc)
+
+
+def test_roi_checks_reanchor_in_frame_coordinates_and_scans_find_new_faces() -> None:
+    """Between full scans a tracked face is checked in a crop around it: a drifted track is
+    snapped back to where the full-frame detector puts the face; a face that appears is found
+    only by a full scan (ROI checks never start tracks)."""
+    import functools
+
+    det = RetinaFaceDetector(320, 0.7, threads=1)
+    scans = {"n": 0}
+
+    def full(frame):
+        scans["n"] += 1
+        return det.detect(frame)
+
+    tracker = FaceTracker(full, detect_every=5, min_face_px=40, roi_detector=functools.partial(det.detect, width=160),
+                          scan_every=30)
+    both = two_faces(0, 0)
+    one = both.copy()
+    one[120:360, 360:600] = 90  # only the left face at first
+    truth = {round(float(f.box[0])): f.landmarks for f in det.detect(both)}
+    for _ in range(12):
+        tracks = tracker.update(one)
+    assert len(tracks) == 1 and scans["n"] == 1 and tracker.stats.detections == 3  # 1 scan + 2 ROI checks
+    left = tracks[0]
+    size = left.size
+    left.landmarks = left.landmarks + np.float32([0.12 * size, 0.0])  # simulated drift: 12% of the face
+    for _ in range(12, 29):
+        tracks = tracker.update(both)
+    assert len(tracks) == 1, "a ROI check must not start a track for the new face"
+    assert tracker.stats.reanchors == 1
+    ref = truth[min(truth)]
+    # back where the full-frame detector sees it (in frame pixels; the two input scales differ by ~3%)
+    assert np.abs(tracks[0].landmarks - ref).max() < 0.05 * size
+    for _ in range(29, 31):
+        tracks = tracker.update(both)
+    assert len(tracks) == 2 and scans["n"] == 2  # the scan at frame 30 found the second face

@@ -16,7 +16,7 @@ from streamer.config import FacesConfig, SpotterConfig
 from streamer.faces.align import similarity_transform
 from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor
-from streamer.spotting.spotter import Event, MotionMeter, TrackSpotter
+from streamer.spotting.spotter import SpottedEvent, MotionMeter, TrackSpotter
 
 INTEROCULAR_112 = 35.24  # eye distance of the ArcFace template in a 112-pixel crop
 
@@ -97,7 +97,7 @@ class Pipeline:
             self.stats.tracks += 1
         return sp
 
-    def process(self, frame: Frame) -> list[Event]:
+    def process(self, frame: Frame) -> list[SpottedEvent]:
         self.stats.frames += 1
         broken = frame.gap_before or (self._last_index is not None and frame.index != self._last_index + 1)
         self._last_index = frame.index
@@ -110,7 +110,7 @@ class Pipeline:
         grey = None  # the tracker converts only the face regions it tracks in
         if img.ndim == 2:
             grey, img = img, cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-        events: list[Event] = []
+        events: list[SpottedEvent] = []
         live = set()
         for t in self.tracker.update(img, grey):
             live.add(t.id)
@@ -135,7 +135,7 @@ class Pipeline:
                 sp.break_continuity()  # the face left or was lost: no window spans the loss
         return events
 
-    def flush(self) -> list[Event]:
+    def flush(self) -> list[SpottedEvent]:
         return [ev for sp in self.spotters.values() if (ev := sp.flush()) is not None]
 
     def counters(self) -> dict[str, int]:

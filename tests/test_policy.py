@@ -1,9 +1,15 @@
-"""Policy: nothing in the product unpickles data (over a socket or from a file it did not write)."""
+"""Policy: nothing in the product unpickles data (over a socket or from a file it did not write),
+and the packages keep their layers (import-linter, run for real on the tree and on a broken copy)."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("streamer", "engine", "calibration", "trainer")
@@ -36,3 +42,43 @@ def test_torch_load_is_weights_only() -> None:
                 line = text[: m.start()].count("\n") + 1
                 offenders.append(f"{p.relative_to(ROOT)}:{line}: {m.group(0)}")
     assert not offenders, "torch.load without weights_only=True:\n" + "\n".join(offenders)
+
+
+# -- the layers (pyproject.toml [tool.importlinter]) -------------------------------------------------
+def _lint_imports(root: Path, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the real import-linter over the packages found first on PYTHONPATH=root."""
+    import sys
+
+    exe = Path(sys.executable).with_name("lint-imports")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    return subprocess.run([str(exe), "--no-cache", "--no-logo", str(ROOT / "pyproject.toml")],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_import_contracts_hold() -> None:
+    r = _lint_imports(ROOT, ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "0 broken" in r.stdout
+
+
+@pytest.mark.parametrize(
+    ("where", "line", "contract"),
+    [
+        # the cycle that issue 11 removed: the engine reaching up into the trainer, in a function
+        ("engine/backends/probe.py", "def f():\n    from trainer.checkpoint import load_model\n", "Layers"),
+        ("engine/wire/probe.py", "from engine.artefact import Artefact\n", "The wire"),
+        ("streamer/probe.py", "def f():\n    import torch\n", "Torch lives in the trainer"),
+        ("streamer/spotting/probe.py", "from streamer.harness.clip import render_test_clip\n", "harnesses"),
+    ],
+)
+def test_import_contracts_catch_a_deliberate_violation(tmp_path: Path, where: str, line: str, contract: str) -> None:
+    """A copy of the tree with one bad import (function-local ones count too) breaks its contract."""
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__", "*.onnx", "*.ckpt",
+                                                                                   "*.jpg", "*.png", "results_*"))
+    (tmp_path / where).write_text(line)
+    r = _lint_imports(tmp_path, tmp_path)
+    assert r.returncode != 0, r.stdout
+    broken = [ln for ln in r.stdout.splitlines() if " BROKEN" in ln]
+    assert len(broken) >= 1 and any(ln.startswith(contract) for ln in broken), r.stdout
+    assert Path(where).stem in r.stdout

@@ -22,11 +22,11 @@ import numpy as np
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.sub import SubConfig
 from engine.wire import protocol as P
-from engine.wire.client import DEFAULT_TOPICS, Event, Subscriber
+from engine.wire.client import DEFAULT_TOPICS, Delivery, Subscriber
 from engine.wire.security import SecurityError
 
 
-def heatmap_png(event: Event) -> np.ndarray | None:
+def heatmap_png(event: Delivery) -> np.ndarray | None:
     """One BGR image: per heatmap a colour panel (over the apex crop when it was published)."""
     maps = event.heatmap
     if maps is None:
@@ -47,7 +47,7 @@ def heatmap_png(event: Event) -> np.ndarray | None:
     return np.hstack(panels)
 
 
-def _human(event: Event) -> str:
+def _human(event: Delivery) -> str:
     h = event.header
     stamp = time.strftime("%H:%M:%S", time.localtime(event.received_ns / 1e9)) + f".{event.received_ns // 1_000_000 % 1000:03d}"
     gap = f" [gap {event.gap}]" if event.gap else ""
@@ -65,7 +65,7 @@ def _human(event: Event) -> str:
     return f"{stamp} hb {h.component} seq {h.seq}{gap}"
 
 
-def _json(event: Event, saved: str | None) -> str:
+def _json(event: Delivery, saved: str | None) -> str:
     out = {"topic": event.topic, "type": event.kind, "received_ns": event.received_ns, "gap": event.gap}
     out.update(msgspec.to_builtins(event.header))
     out["type"] = event.kind  # the struct tag, spelt as the class name

@@ -16,7 +16,7 @@ from streamer.config import FacesConfig, SpotterConfig
 from streamer.faces.align import similarity_transform
 from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor
-from streamer.spotting.spotter import SpottedEvent, MotionMeter, TrackSpotter
+from streamer.spotting.spotter import MotionMeter, SpottedEvent, TrackSpotter
 
 INTEROCULAR_112 = 35.24  # eye distance of the ArcFace template in a 112-pixel crop
 

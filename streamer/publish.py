@@ -11,7 +11,7 @@ import zmq
 
 from engine.wire.protocol import Macro, Pair, Status, array_spec, encode, encode_pair, now_ns
 from engine.wire.security import Security, secure_connect
-from streamer.spotting.spotter import Event
+from streamer.spotting.spotter import SpottedEvent
 
 
 class Publisher:
@@ -41,7 +41,7 @@ class Publisher:
         self.sent[kind] += 1
         return True
 
-    def event(self, ev: Event, wall_of) -> bool:
+    def event(self, ev: SpottedEvent, wall_of) -> bool:
         """Send one spotted event. `wall_of(ts_ns)` maps a capture timestamp to wall-clock ns."""
         spotted = ev.spotted_ns or now_ns()
         if ev.kind == "micro":

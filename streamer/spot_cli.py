@@ -20,17 +20,17 @@ from streamer.capture import CaptureError, Frame, open_source
 from streamer.config import StreamdConfig
 from streamer.pipeline import Pipeline
 from streamer.spotting.noise import published_threshold
-from streamer.spotting.spotter import Event
+from streamer.spotting.spotter import SpottedEvent
 
 
 def replay(path: str, cfg: StreamdConfig, fps: float | None, detector, progress: bool, desc: str,
-         **pipe_kw) -> tuple[list[Event], Pipeline]:
+         **pipe_kw) -> tuple[list[SpottedEvent], Pipeline]:
     from tqdm import tqdm
 
     src = open_source(path, None, fps)
     pipe = Pipeline(cfg.faces, cfg.spotter, src.fps, detector=detector, keep_crops=False, **pipe_kw)
     total = len(src.paths) if hasattr(src, "paths") else int(src.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
-    events: list[Event] = []
+    events: list[SpottedEvent] = []
     period = 1e9 / src.fps
     try:
         for i, (img, ts) in enumerate(tqdm(src.frames(), total=total, desc=desc, unit="f", disable=not progress,
@@ -43,7 +43,7 @@ def replay(path: str, cfg: StreamdConfig, fps: float | None, detector, progress:
 
 
 def spot_video(path: str, cfg: StreamdConfig, fps: float | None = None, detector=None, progress: bool = False,
-               noise_seed: tuple[float, float] | None = None) -> tuple[list[Event], dict, float]:
+               noise_seed: tuple[float, float] | None = None) -> tuple[list[SpottedEvent], dict, float]:
     """Every event in one video or frame folder → (events, counters, fps)."""
     if cfg.spotter.threshold == "published":
         _, first = replay(path, cfg, fps, detector, progress, "pass 1/2", fixed_thresholds={}, record=True)

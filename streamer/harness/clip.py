@@ -23,7 +23,7 @@ FACE_PHOTO = Path(__file__).resolve().parents[1] / "assets" / "grace_hopper.jpg"
 
 
 @dataclass(frozen=True)
-class SynthEvent:
+class ClipEvent:
     onset: int
     apex: int
     offset: int
@@ -52,7 +52,7 @@ def _base() -> tuple[np.ndarray, np.ndarray]:
     return canvas, faces[0].landmarks
 
 
-def _profile(t: np.ndarray, ev: SynthEvent) -> np.ndarray:
+def _profile(t: np.ndarray, ev: ClipEvent) -> np.ndarray:
     a = np.zeros_like(t, dtype=np.float64)
     rise = (t >= ev.onset) & (t <= ev.apex)
     a[rise] = 0.5 - 0.5 * np.cos(np.pi * (t[rise] - ev.onset) / max(1, ev.apex - ev.onset))
@@ -89,7 +89,7 @@ def _field(region: str, lm: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndar
     return dx, dy
 
 
-def render_clip(n_frames: int, events: list[SynthEvent], fps: float = 200.0, seed: int = 0,
+def render_test_clip(n_frames: int, events: list[ClipEvent], fps: float = 200.0, seed: int = 0,
                 noise: float = 1.5, drift_px: float = 0.0, rotation_deg: float = 0.0) -> list[np.ndarray]:
     """Frames (BGR uint8 640×480) of a face with `events`; ground truth is the events list."""
     base, lm = _base()

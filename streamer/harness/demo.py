@@ -55,12 +55,12 @@ def _real_video() -> Path | None:
 
 
 def _synthetic(tmp: Path) -> Path:
-    from streamer.harness.clip import SynthEvent, render_clip, write_folder
+    from streamer.harness.clip import ClipEvent, render_test_clip, write_folder
 
-    events = [SynthEvent(260, 290, 320, "brow", 2.5), SynthEvent(480, 512, 545, "mouth", 2.5),
-              SynthEvent(700, 760, 960, "mouth", 6.0, "macro")]
+    events = [ClipEvent(260, 290, 320, "brow", 2.5), ClipEvent(480, 512, 545, "mouth", 2.5),
+              ClipEvent(700, 760, 960, "mouth", 6.0, "macro")]
     folder = tmp / "synthetic_200fps"
-    write_folder(render_clip(1100, events), folder, ".png")
+    write_folder(render_test_clip(1100, events), folder, ".png")
     print("demo: synthetic clip, ground truth: " + ", ".join(f"{e.kind} {e.onset}-{e.apex}-{e.offset}" for e in events))
     return folder
 

@@ -75,13 +75,13 @@ def render_frames(seconds: float, fps: float, seed: int = 0) -> tuple[list[np.nd
     into the trainer's corpus renderer (pass `--video` with an `mfvan-synth` clip for other
     identities). Head drift is off so the loop wraps without a jump.
     """
-    from streamer.harness.clip import SynthEvent, render_clip
+    from streamer.harness.clip import ClipEvent, render_test_clip
 
     n = max(8, round(seconds * fps))
     regions = ("brow", "mouth", "eye")
-    evs = [SynthEvent(on, ap, off, regions[i % 3], 2.5 if kind == "micro" else 7.0, kind)
+    evs = [ClipEvent(on, ap, off, regions[i % 3], 2.5 if kind == "micro" else 7.0, kind)
            for i, (kind, on, ap, off) in enumerate(_events_for(n, fps))]
-    return render_clip(n, evs, fps=fps, seed=seed), "streamer.harness.clip"
+    return render_test_clip(n, evs, fps=fps, seed=seed), "streamer.harness.clip"
 
 
 def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, quality: int = 92,

@@ -53,7 +53,7 @@ EYES = np.array([n.startswith("eye") for n in ROI_NAMES])
 
 
 @dataclass
-class Event:
+class SpottedEvent:
     track: int
     onset: int  # frame indices in the source
     apex: int
@@ -186,7 +186,7 @@ class TrackSpotter:
         self.ring.clear()
         self.refractory = 0
 
-    def push(self, index: int, ts_ns: int, grey: np.ndarray, bgr: np.ndarray | None) -> Event | None:
+    def push(self, index: int, ts_ns: int, grey: np.ndarray, bgr: np.ndarray | None) -> SpottedEvent | None:
         self.ring.append(_Slot(index, ts_ns, grey, bgr if self.keep_crops else None))
         if self.episode is not None:
             return self._follow()
@@ -231,7 +231,7 @@ class TrackSpotter:
         apex = int(np.argmax(r))
         self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "apex": apex}
 
-    def _follow(self) -> Event | None:
+    def _follow(self) -> SpottedEvent | None:
         ep = self.episode
         cur = self.ring[-1]
         rois = self.meter.measure_rois(ep["ref"].grey, cur.grey)
@@ -283,13 +283,13 @@ class TrackSpotter:
         for j in range(max(0, old - span), min(old + 1, p - span, trailing)):
             self._release(ep, j)
 
-    def flush(self) -> Event | None:
+    def flush(self) -> SpottedEvent | None:
         """End of stream: an open episode is judged on what was seen."""
         if self.episode is None:
             return None
         return self._finish(returned=False)
 
-    def _finish(self, returned: bool) -> Event | None:
+    def _finish(self, returned: bool) -> SpottedEvent | None:
         ep = self.episode
         self.episode = None
         self.refractory = self.k
@@ -335,7 +335,7 @@ class TrackSpotter:
             self.stats.micro += 1
         else:
             self.stats.macro += 1
-        return Event(self.track, s_on.index, s_apex.index, s_off.index, s_on.ts_ns, s_apex.ts_ns, s_off.ts_ns,
+        return SpottedEvent(self.track, s_on.index, s_apex.index, s_off.index, s_on.ts_ns, s_apex.ts_ns, s_off.ts_ns,
                      float(r[apex] - base), kind, roi,
                      onset_crop=s_on.bgr if kind == "micro" else None,
                      apex_crop=s_apex.bgr if kind == "micro" else None)

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from streamer import sdnotify
-from streamer.harness.clip import SynthEvent, render_clip, write_folder
+from streamer.harness.clip import ClipEvent, render_test_clip, write_folder
 from streamer.spotting.evaluate import Score, iou, match, score
 
 BIN = Path(sys.executable).parent
-EVENTS = [SynthEvent(240, 270, 300, "brow", 2.5), SynthEvent(420, 452, 485, "mouth", 2.5)]
+EVENTS = [ClipEvent(240, 270, 300, "brow", 2.5), ClipEvent(420, 452, 485, "mouth", 2.5)]
 
 
 def test_sd_notify_sends_to_the_socket_and_is_silent_without_one(tmp_path: Path) -> None:
@@ -46,7 +46,7 @@ def test_megc_scoring() -> None:
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
-    write_folder(render_clip(560, EVENTS, 200.0, seed=1, noise=1.5), root / "sub01" / "EP01_01", ".bmp")
+    write_folder(render_test_clip(560, EVENTS, 200.0, seed=1, noise=1.5), root / "sub01" / "EP01_01", ".bmp")
     with open(root / "annotations.csv", "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["subject", "clip", "onset", "apex", "offset", "label", "kind"])
@@ -79,7 +79,7 @@ def test_spot_cli_writes_jsonl_and_noise_floor_seeds(corpus: Path, tmp_path: Pat
     assert {"track", "onset", "apex", "offset", "score", "kind"} <= set(events[0])
     # a neutral stretch of the same face calibrates the floor; the spotter accepts the seed
     neutral = tmp_path / "neutral"
-    write_folder(render_clip(300, [], 200.0, seed=2, noise=1.5), neutral, ".bmp")
+    write_folder(render_test_clip(300, [], 200.0, seed=2, noise=1.5), neutral, ".bmp")
     nf = tmp_path / "nf.json"
     r = subprocess.run([sys.executable, "-m", "calibration.noise_floor", "--video", str(neutral), "--fps", "200",
                         "--out", str(nf)], capture_output=True, text=True, timeout=300)

@@ -11,14 +11,14 @@ import zmq
 
 from engine.wire.protocol import Macro, Pair, Status, decode
 from streamer.publish import Publisher
-from streamer.spotting.spotter import Event
+from streamer.spotting.spotter import SpottedEvent
 
 
-def event(kind: str) -> Event:
+def event(kind: str) -> SpottedEvent:
     rng = np.random.default_rng(0)
     c0 = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
     c1 = rng.integers(0, 255, (112, 112, 3), dtype=np.uint8)
-    return Event(3, 100, 120, 140, 500, 600, 700, 0.25, kind, "brow_l", onset_crop=c0, apex_crop=c1)
+    return SpottedEvent(3, 100, 120, 140, 500, 600, 700, 0.25, kind, "brow_l", onset_crop=c0, apex_crop=c1)
 
 
 def test_pairs_and_macros_reach_a_pull_socket(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_micro_event_without_crops_is_counted_not_lost(tmp_path: Path) -> None:
     the publisher says so in a counter instead of dropping it silently."""
     pub = Publisher(f"ipc://{tmp_path}/pairs", "cam1")
     try:
-        ev = Event(3, 100, 120, 140, 500, 600, 700, 0.25, "micro", "brow_l")
+        ev = SpottedEvent(3, 100, 120, 140, 500, 600, 700, 0.25, "micro", "brow_l")
         assert pub.event(ev, lambda ts: ts) is False
         assert pub.nocrop == 1 and pub.sent["pair"] == 0 and pub.refused["pair"] == 0
         assert pub.seq["pair"] == 0  # no sequence number is burnt: subscribers see no false gap

@@ -11,15 +11,15 @@ import pytest
 
 from streamer.capture import Frame
 from streamer.config import FacesConfig, SpotterConfig
-from streamer.harness.clip import SynthEvent, render_clip
+from streamer.harness.clip import ClipEvent, render_test_clip
 from streamer.pipeline import Pipeline
 from streamer.spotting.evaluate import iou
 from streamer.spotting.noise import NoiseFloor, published_threshold, robust_floor
 
 cv2.setNumThreads(1)
 FPS = 200.0
-MICRO = [SynthEvent(240, 270, 300, "brow", 2.5), SynthEvent(420, 452, 485, "mouth", 2.5)]
-MACRO = SynthEvent(600, 660, 860, "mouth", 6.0, "macro")
+MICRO = [ClipEvent(240, 270, 300, "brow", 2.5), ClipEvent(420, 452, 485, "mouth", 2.5)]
+MACRO = ClipEvent(600, 660, 860, "mouth", 6.0, "macro")
 
 
 def spot(frames, gap_at: int | None = None, **spot_kw):
@@ -33,7 +33,7 @@ def spot(frames, gap_at: int | None = None, **spot_kw):
 
 @pytest.fixture(scope="module")
 def clip():
-    return render_clip(1000, [*MICRO, MACRO], FPS, seed=3, noise=1.5, drift_px=3.0, rotation_deg=1.0)
+    return render_test_clip(1000, [*MICRO, MACRO], FPS, seed=3, noise=1.5, drift_px=3.0, rotation_deg=1.0)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +73,7 @@ def test_no_second_peak_after_return_to_neutral(spotted) -> None:
 
 
 def test_head_motion_alone_fires_nothing() -> None:
-    frames = render_clip(700, [], FPS, seed=5, noise=2.0, drift_px=5.0, rotation_deg=1.5)
+    frames = render_test_clip(700, [], FPS, seed=5, noise=2.0, drift_px=5.0, rotation_deg=1.5)
     events, pipe = spot(frames)
     assert events == [], [(e.kind, e.onset, e.offset, e.score) for e in events]
     assert pipe.counters()["flows"] > 600  # it really measured every frame
@@ -119,9 +119,9 @@ def test_a_long_restless_tail_keeps_the_micro_events_crops_and_bounds_memory() -
     """A micro event followed by restless small motion (twitches every 60 ms) keeps its
     episode open for ~2 s, far past the crop ring; the event must still carry its onset and
     apex crops, and the open episode must not hold more than two micro-spans of crops."""
-    main = SynthEvent(150, 180, 210, "brow", 2.5)
-    twitches = [SynthEvent(200 + 12 * j, 206 + 12 * j, 212 + 12 * j, "mouth", 1.0) for j in range(25)]
-    frames = render_clip(700, [main, *twitches], FPS, seed=5, noise=1.5)
+    main = ClipEvent(150, 180, 210, "brow", 2.5)
+    twitches = [ClipEvent(200 + 12 * j, 206 + 12 * j, 212 + 12 * j, "mouth", 1.0) for j in range(25)]
+    frames = render_test_clip(700, [main, *twitches], FPS, seed=5, noise=1.5)
     pipe = Pipeline(FacesConfig(), SpotterConfig(), FPS)
     events, longest, most_crops = [], 0, 0
     for i, f in enumerate(frames):

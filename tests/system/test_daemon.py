@@ -19,12 +19,12 @@ import pytest
 
 from engine.wire.client import Subscriber
 from engine.wire.protocol import Macro, Result, Status
-from streamer.harness.clip import SynthEvent, render_clip, write_folder
+from streamer.harness.clip import ClipEvent, render_test_clip, write_folder
 from streamer.harness.procs import free_port
 
 BIN = Path(sys.executable).parent
-MICRO = [SynthEvent(240, 270, 300, "brow", 2.5), SynthEvent(420, 452, 485, "mouth", 2.5)]
-MACRO = SynthEvent(580, 640, 840, "mouth", 6.0, "macro")
+MICRO = [ClipEvent(240, 270, 300, "brow", 2.5), ClipEvent(420, 452, 485, "mouth", 2.5)]
+MACRO = ClipEvent(580, 640, 840, "mouth", 6.0, "macro")
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def artefact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("clip") / "clip200"
-    write_folder(render_clip(900, [*MICRO, MACRO], 200.0, seed=3, noise=1.5), d, ".bmp")  # fast to decode
+    write_folder(render_test_clip(900, [*MICRO, MACRO], 200.0, seed=3, noise=1.5), d, ".bmp")  # fast to decode
     return d
 
 

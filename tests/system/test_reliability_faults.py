@@ -43,14 +43,14 @@ def artefact(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def clip_frames() -> list[np.ndarray]:
     """4 s at 200 fps on a real face: a 300 ms micro-expression every second (the soak's clip)."""
-    from streamer.harness.clip import SynthEvent, render_clip
+    from streamer.harness.clip import ClipEvent, render_test_clip
     from streamer.harness.soak import _events_for
 
     n = int(4 * FPS)
     regions = ("brow", "mouth", "eye")
-    evs = [SynthEvent(on, ap, off, regions[i % 3], 2.5) for i, (kind, on, ap, off) in enumerate(_events_for(n, FPS))
+    evs = [ClipEvent(on, ap, off, regions[i % 3], 2.5) for i, (kind, on, ap, off) in enumerate(_events_for(n, FPS))
            if kind == "micro"]
-    return render_clip(n, evs, fps=FPS, seed=3)
+    return render_test_clip(n, evs, fps=FPS, seed=3)
 
 
 def looped(tmp: Path, frames: list[np.ndarray], name: str, seconds: float = 120.0) -> Path:

@@ -274,8 +274,8 @@ def test_junk_http_leaves_no_traceback_in_the_log(tmp_path: Path, artefact: Path
 
 def _short_clip(tmp: Path, seconds: float = 60.0, fps: float = 50.0) -> Path:
     """A looped clip long enough that the replay outlasts the test (frames as symlinks)."""
-    from streamer.harness.clip import render_clip
+    from streamer.harness.clip import render_test_clip
     from streamer.harness.soak import write_looped_folder
 
-    frames = render_clip(50, [], fps=fps, seed=1)
+    frames = render_test_clip(50, [], fps=fps, seed=1)
     return write_looped_folder(tmp / "clip", frames, int(seconds * fps))

@@ -50,10 +50,10 @@ def test_blink_closes_the_eye_without_folding(identity) -> None:
 
 
 def test_render_clip_motion_is_local_and_reproducible(identity) -> None:
-    from trainer.synth import Distractors, Event, render_clip
+    from trainer.synth import Distractors, PlannedEvent, render_clip
 
     still = Distractors(drift_px=0, rotation_deg=0, scale=0, noise_sigma=0, flicker=0)
-    ev = Event("micro", "positive", 10, 20, 40, 3.0)
+    ev = PlannedEvent("micro", "positive", 10, 20, 40, 3.0)
     clip = render_clip(identity, [ev], seed=3, distractors=still)
     assert len(clip.frames) == 80 and clip.frames[0].shape == (480, 640, 3)
     diff = np.abs(clip.frames[20].astype(int) - clip.frames[10].astype(int)).max(2)

@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 
 from trainer.synth.identities import Identity, load_identities
-from trainer.synth.render import Distractors, Event, Renderer
+from trainer.synth.render import Distractors, PlannedEvent, Renderer
 from trainer.synth.warps import LABELS
 
 # Huffman-only deflate with the SUB filter: lossless, ~2x faster than zlib level 1 on noisy
@@ -58,7 +58,7 @@ class ClipPlan:
     identity_index: int
     seed: int
     n_frames: int
-    events: tuple[Event, ...]
+    events: tuple[PlannedEvent, ...]
     distractors: Distractors
 
 
@@ -88,7 +88,7 @@ def plan_clip(subject_index: int, clip_index: int, seed: int, opts: PlanOptions)
             dur = max(_frames(rng.uniform(lo, hi), fps), 2)
             amp = float(rng.uniform(*(opts.micro_px if kind == "micro" else opts.macro_px)))
             apex = t + max(1, int(round(dur * rng.uniform(0.3, 0.5))))
-        events.append(Event(kind, label, t, apex, t + dur, round(amp, 3)))
+        events.append(PlannedEvent(kind, label, t, apex, t + dur, round(amp, 3)))
         t += dur + _frames(rng.uniform(*opts.gap_ms), fps)
     n_frames = t + _frames(opts.lead_ms, fps) - _frames(opts.gap_ms[0], fps) // 2
     moves = []

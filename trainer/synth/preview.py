@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from trainer.synth.render import Distractors, Event, Renderer
+from trainer.synth.render import Distractors, PlannedEvent, Renderer
 
 CROP = 256
 
@@ -50,9 +50,9 @@ def render_sheet(out: Path, identity_index: int = 0, seed: int = 0, gain: float 
     if not 0 <= identity_index < len(SPECS):
         raise ValueError(f"subject must be 1..{len(SPECS)}")
     ident = place(SPECS[identity_index])
-    events = [Event("micro", "negative", 10, 30, 60, 4.0), Event("micro", "positive", 10, 30, 60, 4.0),
-              Event("micro", "surprise", 10, 30, 60, 4.0), Event("micro", "positive", 10, 30, 60, 1.0),
-              Event("macro", "surprise", 10, 30, 60, 14.0), Event("blink", "", 10, 30, 60, 0.0)]
+    events = [PlannedEvent("micro", "negative", 10, 30, 60, 4.0), PlannedEvent("micro", "positive", 10, 30, 60, 4.0),
+              PlannedEvent("micro", "surprise", 10, 30, 60, 4.0), PlannedEvent("micro", "positive", 10, 30, 60, 1.0),
+              PlannedEvent("macro", "surprise", 10, 30, 60, 14.0), PlannedEvent("blink", "", 10, 30, 60, 0.0)]
     still = Distractors(drift_px=0, rotation_deg=0, scale=0, noise_sigma=0, flicker=0)
     noisy = Distractors(drift_px=3, rotation_deg=1.0, noise_sigma=2.0, flicker=0.01)
     centre = ident.landmarks.mean(0)

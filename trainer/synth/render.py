@@ -22,7 +22,7 @@ KINDS = ("micro", "macro", "blink")
 
 
 @dataclass(frozen=True)
-class Event:
+class PlannedEvent:
     """One facial event; frames are 0-based indices into the clip."""
 
     kind: str  # micro | macro | blink
@@ -55,7 +55,7 @@ class Distractors:
 @dataclass
 class Clip:
     frames: list[np.ndarray]
-    events: list[Event]
+    events: list[PlannedEvent]
     fps: float
     pose: np.ndarray  # (T, 4) tx, ty, rotation_deg, scale
     gain: np.ndarray  # (T,)
@@ -80,7 +80,7 @@ def _smooth_path(rng: np.random.Generator, n: int, fps: float, amplitude: float)
 class Renderer:
     """Frame-by-frame renderer; `frames()` streams so a long clip never sits in memory."""
 
-    def __init__(self, identity: Identity, events: Sequence[Event], n_frames: int, seed: int,
+    def __init__(self, identity: Identity, events: Sequence[PlannedEvent], n_frames: int, seed: int,
                  fps: float = 200.0, distractors: Distractors | None = None):
         self.identity, self.events, self.n, self.fps = identity, list(events), n_frames, fps
         d = distractors or Distractors()
@@ -144,7 +144,7 @@ class Renderer:
             yield self.frame(t)
 
 
-def render_clip(identity: Identity, events: Sequence[Event], seed: int, n_frames: int | None = None,
+def render_clip(identity: Identity, events: Sequence[PlannedEvent], seed: int, n_frames: int | None = None,
                 fps: float = 200.0, distractors: Distractors | None = None) -> Clip:
     """Render a whole clip in memory (for tests and previews; the corpus writer streams).
 

@@ -13,7 +13,7 @@ import cv2
 
 from streamer.capture import Frame
 from streamer.config import FacesConfig, SpotterConfig
-from streamer.faces.align import similarity_transform
+from streamer.crops import as_bgr, face_crop
 from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor
 from streamer.spotting.spotter import MotionMeter, SpottedEvent, TrackSpotter
@@ -106,10 +106,7 @@ class Pipeline:
             self.tracker.reset()
             for sp in self.spotters.values():
                 sp.break_continuity()
-        img = frame.image
-        grey = None  # the tracker converts only the face regions it tracks in
-        if img.ndim == 2:
-            grey, img = img, cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+        img, grey = as_bgr(frame.image)  # colour frames: the tracker converts only the face regions it tracks in
         events: list[SpottedEvent] = []
         live = set()
         for t in self.tracker.update(img, grey):
@@ -118,12 +115,10 @@ class Pipeline:
             if t.discontinuity:
                 sp.break_continuity()
             try:
-                m = similarity_transform(t.landmarks, self.crop)
+                bgr = face_crop(img, t.landmarks, self.crop)  # the one crop path (streamer/crops.py)
             except ValueError:
                 sp.break_continuity()
                 continue
-            bgr = cv2.warpAffine(img, m, (self.crop, self.crop), flags=cv2.INTER_LINEAR,
-                                 borderMode=cv2.BORDER_REPLICATE)
             g = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
             if self.meter.size != self.crop:
                 g = cv2.resize(g, (self.meter.size, self.meter.size), interpolation=cv2.INTER_AREA)

@@ -46,6 +46,7 @@ from engine.wire.protocol import (
     TOPIC_STATUS,
     Heartbeat,
     Macro,
+    ModelInfo,
     Pair,
     ProtocolError,
     Result,
@@ -136,6 +137,11 @@ class EngineServer:
         self.ratelog = RateLimitedLog(log)
         self._hb_seq = 0
         self._subscriptions = 0
+        m = artefact.manifest
+        # announced in every engine Status: subscribers learn the class list and model identity
+        self.model_info = ModelInfo(name=m.model_name, sha256=m.model_sha256, labels=tuple(self.labels),
+                                    heatmap_names=self.heatmap_names, crop_size=self.size, backend=backend.name,
+                                    precision=backend.precision, device=str(backend.device))
         self._closers: list = []
 
     # -- sockets -----------------------------------------------------------------------------
@@ -235,7 +241,11 @@ class EngineServer:
                 probs={name: float(p[j]) for j, name in enumerate(self.labels)},
                 onset_index=hdr.onset_index,
                 apex_index=hdr.apex_index,
+                offset_index=hdr.offset_index,
+                onset_ts_ns=hdr.onset_ts_ns,
                 apex_ts_ns=hdr.apex_ts_ns,
+                offset_ts_ns=hdr.offset_ts_ns,
+                duration_ns=hdr.offset_ts_ns - hdr.onset_ts_ns,
                 spotted_ns=hdr.spotted_ns,
                 inferred_ns=inferred,
                 published_ns=now_ns(),
@@ -265,6 +275,7 @@ class EngineServer:
             ts_ns=now_ns(),
             counters=dict(self.metrics.counts),
             detail=f"{b.name}/{b.precision} on {b.device}, model {self.artefact.manifest.model_sha256[:12]}",
+            model=self.model_info,
         )
         self._send(encode(st, (), topic(TOPIC_STATUS, self.engine_id)), "status")
 

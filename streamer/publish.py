@@ -51,8 +51,8 @@ class Publisher:
             self.seq["pair"] += 1
             header = Pair(camera=self.camera, track=ev.track, seq=self.seq["pair"], onset_index=ev.onset,
                           apex_index=ev.apex, offset_index=ev.offset, onset_ts_ns=wall_of(ev.onset_ts_ns),
-                          apex_ts_ns=wall_of(ev.apex_ts_ns), spotted_ns=spotted, score=float(ev.score),
-                          crop=array_spec(ev.apex_crop))
+                          apex_ts_ns=wall_of(ev.apex_ts_ns), offset_ts_ns=wall_of(ev.offset_ts_ns),
+                          spotted_ns=spotted, score=float(ev.score), crop=array_spec(ev.apex_crop))
             return self._send("pair", encode_pair(header, ev.onset_crop, ev.apex_crop))
         self.seq["macro"] += 1
         header = Macro(camera=self.camera, track=ev.track, seq=self.seq["macro"], onset_index=ev.onset,

@@ -1,6 +1,6 @@
-"""The mfvan wire protocol, version MFV1 (documented in docs/protocol.md).
+"""The mfvan wire protocol, version MFV2 (documented in docs/protocol.md).
 
-Every message is multipart: [topic (PUB only)] + [b"MFV1"] + [msgpack header] + raw arrays.
+Every message is multipart: [topic (PUB only)] + [b"MFV2"] + [msgpack header] + raw arrays.
 Headers are msgspec structs tagged by `type`, so the decoder knows the message kind before it
 trusts any field; arrays travel as raw bytes whose dtype and shape sit in the header, so large
 frames go zero-copy. Nothing is ever pickled.
@@ -8,6 +8,12 @@ frames go zero-copy. Nothing is ever pickled.
 Decoding is strict: wrong version, wrong frame count, oversized frames, bad schema, arrays
 whose bytes do not match their declared shape, or non-finite floats all raise ProtocolError
 with a short `reason` that servers count by, never anything else.
+
+Versions: MFV1 had no event end in Pair/Result and no model identity in Status. Decoders are
+strict (unknown fields are errors), so any new field is a new magic; an MFV1 receiver drops
+every MFV2 message with reason "version" (and vice versa) instead of misreading it.
+`docs/protocol.schema.json` is generated from these structs (`schema()`), and a test fails
+when the two drift apart.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-MAGIC = b"MFV1"
+MAGIC = b"MFV2"
 
 # Size limits: a header is small metadata; arrays are face crops and heatmaps.
 MAX_HEADER_BYTES = 64 * 1024
@@ -75,6 +81,7 @@ class Pair(msgspec.Struct, tag="pair", frozen=True, forbid_unknown_fields=True):
     offset_index: int
     onset_ts_ns: int  # capture time of the onset frame (wall clock)
     apex_ts_ns: int
+    offset_ts_ns: int  # MFV2: capture time of the offset frame, so the Result can carry the interval
     spotted_ns: int  # when the spotter accepted the event
     score: float
     crop: ArraySpec  # both crops share it: (H, W, 3) uint8, BGR, aligned
@@ -90,7 +97,11 @@ class Result(msgspec.Struct, tag="result", frozen=True, forbid_unknown_fields=Tr
     probs: dict[str, float]
     onset_index: int
     apex_index: int
+    offset_index: int  # MFV2: the event's interval, copied from the Pair
+    onset_ts_ns: int
     apex_ts_ns: int
+    offset_ts_ns: int
+    duration_ns: int  # offset_ts_ns - onset_ts_ns, so a subscriber need not compute it
     spotted_ns: int
     inferred_ns: int
     published_ns: int
@@ -119,6 +130,20 @@ class Macro(msgspec.Struct, tag="macro", frozen=True, forbid_unknown_fields=True
     spotted_ns: int
 
 
+class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What an engine serves (MFV2), announced in its Status so a subscriber need not infer the
+    class list from `Result.probs` nor look the model up by its hash."""
+
+    name: str  # manifest model_name
+    sha256: str  # equals Result.model_sha
+    labels: tuple[str, ...]  # the class list, in the network's output order
+    heatmap_names: tuple[str, ...]  # names of Result heatmap slices, in order
+    crop_size: int  # the (S, S, 3) crops the engine takes; other sizes are dropped
+    backend: str  # onnxruntime, tensorrt, torch
+    precision: str  # fp32, fp16, int8
+    device: str
+
+
 class Status(msgspec.Struct, tag="status", frozen=True, forbid_unknown_fields=True):
     """Component state and counters, published on `status/<component>/`."""
 
@@ -127,6 +152,7 @@ class Status(msgspec.Struct, tag="status", frozen=True, forbid_unknown_fields=Tr
     ts_ns: int
     counters: dict[str, int] = {}
     detail: str = ""
+    model: ModelInfo | None = None  # MFV2: set by engines, None from streamers
 
 
 class Heartbeat(msgspec.Struct, tag="hb", frozen=True, forbid_unknown_fields=True):
@@ -141,6 +167,15 @@ Header = Pair | Result | Macro | Status | Heartbeat
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(Header)
+
+
+def schema() -> dict:
+    """JSON Schema of every header (msgpack maps read like JSON objects), for other languages."""
+    out = msgspec.json.schema(Header)
+    out["title"] = f"mfvan wire protocol {MAGIC.decode()} headers"
+    out["description"] = ("The msgpack header frame of each message (docs/protocol.md). Generated from "
+                          "engine/wire/protocol.py by `python -m engine.wire.protocol --schema`.")
+    return out
 
 
 def array_spec(arr: np.ndarray) -> ArraySpec:
@@ -177,6 +212,8 @@ def _validate_header(h: Header) -> None:
         if not (h.crop.dtype == "uint8" and len(h.crop.shape) == 3 and h.crop.shape[2] == 3):
             raise ProtocolError("schema", f"crops must be (H, W, 3) uint8, got {h.crop}")
     if isinstance(h, Result):
+        if not (h.onset_index <= h.apex_index <= h.offset_index):
+            raise ProtocolError("schema", "frame indices must satisfy onset <= apex <= offset")
         if len(h.probs) > MAX_LABELS:
             raise ProtocolError("schema", "too many labels")
         if (h.heatmap is None) != (len(h.heatmap_names) == 0):
@@ -185,6 +222,9 @@ def _validate_header(h: Header) -> None:
             raise ProtocolError("schema", "one heatmap name per heatmap slice")
         if h.apex_crop is not None and not (h.apex_crop.dtype == "uint8" and len(h.apex_crop.shape) == 3):
             raise ProtocolError("schema", "apex_crop must be (H, W, 3) uint8")
+    if isinstance(h, Status) and h.model is not None:
+        if len(h.model.labels) > MAX_LABELS or len(h.model.heatmap_names) > MAX_FRAMES:
+            raise ProtocolError("schema", "too many labels or heatmap names in the model info")
     for name in ("camera", "component"):
         value = getattr(h, name, None)
         if value is not None and (not value or "/" in value or len(value) > 64):
@@ -266,3 +306,13 @@ def encode_result(header: Result, heatmap: np.ndarray | None, apex_crop: np.ndar
     if [array_spec(a) for a in arrays] != specs:
         raise ValueError("heatmap/apex_crop arrays do not match the header's ArraySpecs")
     return encode(header, arrays, topic(TOPIC_LABEL, header.camera))
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+
+    if sys.argv[1:] != ["--schema"]:
+        print("usage: python -m engine.wire.protocol --schema", file=sys.stderr)
+        raise SystemExit(2)
+    print(json.dumps(schema(), indent=2, sort_keys=True))

@@ -126,7 +126,7 @@ def test_recorder_keeps_valid_pairs_from_the_wire(tmp_path: Path) -> None:
     push.send_multipart([b"JUNK", b""])
     for i in range(5):
         hdr = Pair(camera="cam2", track=i % 2, seq=i, onset_index=0, apex_index=1, offset_index=2, onset_ts_ns=0,
-                   apex_ts_ns=0, spotted_ns=0, score=1.0, crop=array_spec(on[i]))
+                   apex_ts_ns=0, offset_ts_ns=0, spotted_ns=0, score=1.0, crop=array_spec(on[i]))
         push.send_multipart(encode_pair(hdr, on[i], ap[i]))
     t.join(20)
     push.close()

@@ -29,7 +29,9 @@ def result(seq: int, camera: str = "cam0", crop: bool = False) -> list:
     apex = np.full((112, 112, 3), 90, np.uint8) if crop else None
     probs = dict(zip(LABELS, (0.1, 0.7, 0.2), strict=True))
     header = P.Result(camera=camera, track=3, seq=seq, label="positive", probs=probs, onset_index=10 * seq,
-                      apex_index=10 * seq + 7, apex_ts_ns=P.now_ns() - 5_000_000, spotted_ns=P.now_ns(),
+                      apex_index=10 * seq + 7, offset_index=10 * seq + 9, onset_ts_ns=P.now_ns() - 6_000_000,
+                      apex_ts_ns=P.now_ns() - 5_000_000, offset_ts_ns=P.now_ns() - 4_000_000,
+                      duration_ns=2_000_000, spotted_ns=P.now_ns(),
                       inferred_ns=P.now_ns(), published_ns=P.now_ns(), engine_id="test", model_sha="abc",
                       heatmap=P.array_spec(heat), heatmap_names=("fused", "scale1", "scale2", "scale3"),
                       apex_crop=None if apex is None else P.array_spec(apex))
@@ -92,7 +94,7 @@ def test_mfvan_sub_prints_json_results_from_a_real_publisher(tmp_path: Path) -> 
 
 
 def test_subscriber_counts_gaps_and_invalid_messages() -> None:
-    msgs = [[b"label/cam0/", b"MFV1", b"\xc1not-msgpack"]] + [result(s) for s in (1, 2, 5, 6)]
+    msgs = [[b"label/cam0/", P.MAGIC, b"\xc1not-msgpack"]] + [result(s) for s in (1, 2, 5, 6)]
     with Publisher(msgs) as pub, Subscriber(pub.endpoint, cameras=["cam0"]) as sub:
         previous, gap_after_2 = None, None
         for _ in range(40):

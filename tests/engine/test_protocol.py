@@ -1,4 +1,4 @@
-"""MFV1: every message round-trips; anything malformed raises ProtocolError and nothing else."""
+"""MFV2: every message round-trips; anything malformed raises ProtocolError and nothing else."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def pairs(draw):
     a = o + draw(st.integers(0, 500))
     f = a + draw(st.integers(0, 500))
     header = P.Pair(camera=draw(names), track=draw(i64), seq=draw(i64), onset_index=o, apex_index=a,
-                    offset_index=f, onset_ts_ns=draw(i64), apex_ts_ns=draw(i64), spotted_ns=draw(i64),
+                    offset_index=f, onset_ts_ns=draw(i64), apex_ts_ns=draw(i64), offset_ts_ns=draw(i64), spotted_ns=draw(i64),
                     score=draw(finite), crop=P.array_spec(onset))
     return header, [onset, apex]
 
@@ -55,8 +55,13 @@ def results(draw):
         crop = draw(crops())
         arrays.append(crop)
         crop_spec = P.array_spec(crop)
+    o = draw(st.integers(0, 10**9))
+    a = o + draw(st.integers(0, 500))
+    f = a + draw(st.integers(0, 500))
+    t0, t1 = draw(i64), draw(i64)
     header = P.Result(camera=draw(names), track=draw(i64), seq=draw(i64), label=labels[0], probs=probs,
-                      onset_index=draw(i64), apex_index=draw(i64), apex_ts_ns=draw(i64), spotted_ns=draw(i64),
+                      onset_index=o, apex_index=a, offset_index=f, onset_ts_ns=t0, apex_ts_ns=draw(i64),
+                      offset_ts_ns=t1, duration_ns=t1 - t0, spotted_ns=draw(i64),
                       inferred_ns=draw(i64), published_ns=draw(i64), engine_id=draw(names),
                       model_sha=draw(st.text(max_size=64)), heatmap=heat_spec, heatmap_names=heat_names,
                       score=draw(finite), apex_crop=crop_spec)
@@ -143,7 +148,7 @@ def test_mutated_pairs_raise_only_protocol_error(msg, data) -> None:
 
 def _pair(image: np.ndarray, **kw) -> P.Pair:
     fields = dict(camera="cam0", track=1, seq=1, onset_index=0, apex_index=5, offset_index=9, onset_ts_ns=1,
-                  apex_ts_ns=2, spotted_ns=3, score=1.0, crop=P.array_spec(image))
+                  apex_ts_ns=2, offset_ts_ns=4, spotted_ns=3, score=1.0, crop=P.array_spec(image))
     fields.update(kw)
     return P.Pair(**fields)
 
@@ -151,7 +156,7 @@ def _pair(image: np.ndarray, **kw) -> P.Pair:
 def test_wrong_version_is_refused() -> None:
     crop = np.zeros((4, 4, 3), np.uint8)
     frames = _as_bytes(P.encode_pair(_pair(crop), crop, crop))
-    frames[0] = b"MFV2"
+    frames[0] = b"MFV1"  # the previous version is another version: dropped, never misread
     with pytest.raises(P.ProtocolError) as err:
         P.decode(frames)
     assert err.value.reason == "version"
@@ -177,7 +182,7 @@ def test_array_bytes_must_match_shape() -> None:
 def test_nan_heatmap_is_refused() -> None:
     heat = np.full((1, 7, 7), np.nan, np.float32)
     header = P.Result(camera="c", track=0, seq=0, label="a", probs={"a": 1.0}, onset_index=0, apex_index=0,
-                      apex_ts_ns=0, spotted_ns=0, inferred_ns=0, published_ns=0, engine_id="e", model_sha="",
+                      offset_index=0, onset_ts_ns=0, apex_ts_ns=0, offset_ts_ns=0, duration_ns=0, spotted_ns=0, inferred_ns=0, published_ns=0, engine_id="e", model_sha="",
                       heatmap=P.array_spec(heat), heatmap_names=("fused",))
     with pytest.raises(P.ProtocolError, match="non-finite"):
         P.decode(_as_bytes(P.encode_result(header, heat)), has_topic=True)

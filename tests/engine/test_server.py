@@ -17,6 +17,7 @@ from engine.artefact import load_artefact
 from engine.config.engine import BatchingConfig, EngineConfig
 from engine.server import run
 from engine.wire.protocol import (
+    MAGIC,
     Heartbeat,
     Macro,
     Pair,
@@ -105,7 +106,7 @@ class Engine:
 def pair(seq: int, crop: np.ndarray, camera: str = "cam1") -> Pair:
     return Pair(
         camera=camera, track=3, seq=seq, onset_index=10, apex_index=20, offset_index=30,
-        onset_ts_ns=now_ns(), apex_ts_ns=now_ns(), spotted_ns=now_ns(), score=0.7, crop=array_spec(crop),
+        onset_ts_ns=now_ns(), apex_ts_ns=now_ns(), offset_ts_ns=now_ns(), spotted_ns=now_ns(), score=0.7, crop=array_spec(crop),
     )
 
 
@@ -171,10 +172,10 @@ def test_bad_messages_are_dropped_counted_and_survived(tmp_path: Path, artefact:
     good = encode_pair(pair(99, onset[0]), onset[0], apex[0])
     bad = [
         [b"MFV0", good[1], onset[0].tobytes(), apex[0].tobytes()],  # version
-        [b"MFV1", b"\xc1not msgpack"],  # header
-        [b"MFV1"],  # frames
+        [MAGIC, b"\xc1not msgpack"],  # header
+        [MAGIC],  # frames
         good[:3],  # frames: one crop missing
-        [b"MFV1", good[1], b"\x00" * 10, b"\x00" * 10],  # array: bytes != declared shape
+        [MAGIC, good[1], b"\x00" * 10, b"\x00" * 10],  # array: bytes != declared shape
         encode_pair(pair(5, small), small, small),  # crop_size: engine-side check
         encode(Heartbeat(component="x", seq=1, ts_ns=1)),  # unexpected on the pair channel
     ]
@@ -243,7 +244,7 @@ def test_prometheus_metrics_count_pairs_results_drops(tmp_path: Path, artefact: 
     with Engine(tmp_path, artefact, metrics_port=port) as eng:
         for i in range(3):
             eng.push.send_multipart(encode_pair(pair(i, onset[i]), onset[i], apex[i]))
-        eng.push.send_multipart([b"MFV2", b"x"])
+        eng.push.send_multipart([b"MFV1", b"x"])  # an older version
         eng.wait_for(lambda h, _a: isinstance(h, Result), n=3, timeout=20)
         time.sleep(0.2)  # the drop is counted within the same loop turn; give it one
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

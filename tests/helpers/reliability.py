@@ -45,7 +45,7 @@ def pair_header(seq: int, camera: str = "probe", shape: tuple[int, ...] = (CROP,
                 **over) -> P.Pair:
     now = P.now_ns()
     fields = dict(camera=camera, track=1, seq=seq, onset_index=10, apex_index=20, offset_index=30, onset_ts_ns=now,
-                  apex_ts_ns=now, spotted_ns=now, score=0.5, crop=P.ArraySpec(dtype=dtype, shape=shape))
+                  apex_ts_ns=now, offset_ts_ns=now, spotted_ns=now, score=0.5, crop=P.ArraySpec(dtype=dtype, shape=shape))
     fields.update(over)
     return P.Pair(**fields)
 
@@ -131,7 +131,7 @@ class Hostile:
         heat = self.rng.random((4, 8, 8)).astype(dtype)
         heat.flat[int(self.rng.integers(heat.size))] = (np.nan, np.inf, -np.inf)[int(self.rng.integers(3))]
         hdr = P.Result(camera="x", track=1, seq=1, label="a", probs={"a": 1.0}, onset_index=1, apex_index=2,
-                       apex_ts_ns=1, spotted_ns=1, inferred_ns=1, published_ns=1, engine_id="e", model_sha="s",
+                       offset_index=3, onset_ts_ns=1, apex_ts_ns=1, offset_ts_ns=1, duration_ns=0, spotted_ns=1, inferred_ns=1, published_ns=1, engine_id="e", model_sha="s",
                        heatmap=P.array_spec(heat), heatmap_names=("fused", "scale1", "scale2", "scale3"))
         return [P.MAGIC, msgspec.msgpack.encode(hdr), heat.tobytes()], "array"
 

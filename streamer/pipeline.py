@@ -63,7 +63,7 @@ class PipelineStats:
 class Pipeline:
     def __init__(self, faces: FacesConfig, spotter: SpotterConfig, fps: float, detector=None,
                  noise_seed: tuple[float, float] | None = None, keep_crops: bool = True,
-                 fixed_thresholds: dict[int, float] | None = None, record: bool = False):
+                 fixed_thresholds: dict[int, float] | None = None, record: bool = False, explain: bool = False):
         self.faces_cfg, self.spot_cfg, self.fps = faces, spotter, fps
         self.k = k_frames(spotter.k_ms, fps)
         detector = detector or make_detector(faces)
@@ -77,6 +77,7 @@ class Pipeline:
         self.keep_crops = keep_crops
         self.fixed = fixed_thresholds
         self.record = record
+        self.explain = explain  # spotters keep a per-frame trace for `mfvan-eval spot --explain`
         self.stats = PipelineStats()
         self._last_index: int | None = None
 
@@ -93,6 +94,8 @@ class Pipeline:
                               micro_max_score=c.micro_max_disp * INTEROCULAR_112 * c.spot_size / 112.0,
                               confirm_factor=c.confirm_factor)
             sp.record = self.record
+            if self.explain:
+                sp.trace = []
             self.spotters[track] = sp
             self.stats.tracks += 1
         return sp
@@ -105,7 +108,7 @@ class Pipeline:
             self.stats.breaks += 1
             self.tracker.reset()
             for sp in self.spotters.values():
-                sp.break_continuity()
+                sp.break_continuity("gap")
         img, grey = as_bgr(frame.image)  # colour frames: the tracker converts only the face regions it tracks in
         events: list[SpottedEvent] = []
         live = set()
@@ -113,11 +116,11 @@ class Pipeline:
             live.add(t.id)
             sp = self._spotter(t.id)
             if t.discontinuity:
-                sp.break_continuity()
+                sp.break_continuity("reanchor")
             try:
                 bgr = face_crop(img, t.landmarks, self.crop)  # the one crop path (streamer/crops.py)
             except ValueError:
-                sp.break_continuity()
+                sp.break_continuity("align")
                 continue
             g = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
             if self.meter.size != self.crop:
@@ -127,7 +130,7 @@ class Pipeline:
                 events.append(ev)
         for tid, sp in self.spotters.items():
             if tid not in live and (sp.episode is not None or sp.ring):
-                sp.break_continuity()  # the face left or was lost: no window spans the loss
+                sp.break_continuity("lost")  # the face left or was lost: no window spans the loss
         return events
 
     def flush(self) -> list[SpottedEvent]:

@@ -55,10 +55,10 @@ class Score:
                 "recall": round(self.recall, 4), "f1": round(self.f1, 4)}
 
 
-def match(gt: list[Interval], pred: list[Interval], threshold: float = 0.5) -> int:
-    """Hits: one-to-one, greedy on IoU (highest first), IoU ≥ threshold."""
+def match_pairs(gt: list[Interval], pred: list[Interval], threshold: float = 0.5) -> list[tuple[int, int]]:
+    """(gt index, pred index) hits: one-to-one, greedy on IoU (highest first), IoU ≥ threshold."""
     pairs = sorted(((iou(g, p), i, j) for i, g in enumerate(gt) for j, p in enumerate(pred)), reverse=True)
-    used_g, used_p, hits = set(), set(), 0
+    used_g, used_p, hits = set(), set(), []
     for v, i, j in pairs:
         if v < threshold:
             break
@@ -66,8 +66,13 @@ def match(gt: list[Interval], pred: list[Interval], threshold: float = 0.5) -> i
             continue
         used_g.add(i)
         used_p.add(j)
-        hits += 1
+        hits.append((i, j))
     return hits
+
+
+def match(gt: list[Interval], pred: list[Interval], threshold: float = 0.5) -> int:
+    """Hits: one-to-one, greedy on IoU (highest first), IoU ≥ threshold."""
+    return len(match_pairs(gt, pred, threshold))
 
 
 def score(gt: dict[str, list[Interval]], pred: dict[str, list[Interval]], threshold: float = 0.5) -> Score:
@@ -138,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", choices=["online", "published"], help="override spotter.threshold")
     p.add_argument("--iou", type=float, default=0.5)
     p.add_argument("--out", help="write every clip's events and the scores here (JSON)")
+    p.add_argument("--explain", action="store_true", help="for every missed event, what the spotter saw "
+                   "(track state, floor, threshold, peaks, overlapping episodes) and a miss-cause table "
+                   "(also in --out)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     add_config_args(p)
     args = p.parse_args(argv)
@@ -147,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         gt_all = ground_truth(read_annotations(Path(args.annotations)), root)
     except (OSError, ValueError, KeyError) as exc:
         print(f"mfvan-eval spot: {args.annotations}: {exc}", file=sys.stderr)
+        return 2
+    if args.explain and cfg.spotter.threshold != "online":
+        print("mfvan-eval spot: --explain needs the online threshold", file=sys.stderr)
         return 2
     clips = sorted(gt_all)
     if args.limit:
@@ -158,17 +169,28 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from streamer.pipeline import make_detector
-    from streamer.spot_cli import spot_video
+    from streamer.spot_cli import replay, spot_video
+    from streamer.spotting.explain import cause_table
 
     detector = make_detector(cfg.faces)
     gt = {"micro": {}, "macro": {}, "all": {}}
     pred = {"micro": {}, "macro": {}, "all": {}}
     per_clip = {}
+    misses: list[dict] = []
     for clip in tqdm(clips, desc="clips", unit="clip"):
         numbers = frame_numbers(Path(clip))
-        events, counters, _ = spot_video(clip, cfg, args.fps, detector=detector)
+        if args.explain:
+            events, pipe = replay(clip, cfg, args.fps, detector, False, Path(clip).name, explain=True)
+            events.sort(key=lambda e: (e.onset, e.track))
+            counters = pipe.counters()
+        else:
+            events, counters, _ = spot_video(clip, cfg, args.fps, detector=detector)
         ivs = [((numbers[e.onset], numbers[e.offset]), e.kind) for e in events]
         per_clip[clip] = {"events": [e.to_json() for e in events], "counters": counters}
+        if args.explain:
+            clip_misses = explain_clip(gt_all[clip], ivs, numbers, pipe.spotters, args.iou)
+            per_clip[clip]["misses"] = clip_misses
+            misses += [{**m, "clip": clip} for m in clip_misses]
         for kind in ("micro", "macro"):
             gt[kind][clip] = [iv for iv, k in gt_all[clip] if k == kind]
             pred[kind][clip] = [iv for iv, k in ivs if k == kind]
@@ -176,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         pred["all"][clip] = [iv for iv, _ in ivs]
     scores = {kind: score(gt[kind], pred[kind], args.iou).as_dict() for kind in ("micro", "macro", "all")}
     result = {"clips": len(clips), "threshold": cfg.spotter.threshold, "iou": args.iou, "scores": scores}
+    if args.explain:
+        result["miss_causes"] = {kind: dict(cause_table([m for m in misses if m["kind"] == kind]))
+                                 for kind in ("micro", "macro")}
     if args.out:
         Path(args.out).write_text(json.dumps({**result, "per_clip": per_clip}, indent=1))
     if args.json:
@@ -186,7 +211,48 @@ def main(argv: list[str] | None = None) -> int:
         for kind, s in scores.items():
             print(f"{kind:<6} {s['n_gt']:>5} {s['n_pred']:>5} {s['tp']:>5} {s['precision']:>6.3f} "
                   f"{s['recall']:>6.3f} {s['f1']:>6.3f}")
+        if args.explain:
+            print_misses(misses, result["miss_causes"])
     return 0
+
+
+def explain_clip(gt: list[tuple[Interval, str]], pred: list[tuple[Interval, str]], numbers: list[int],
+                 spotters: dict, threshold: float) -> list[dict]:
+    """Every ground-truth event of one clip that no detection of its kind hit, explained."""
+    index = {n: i for i, n in enumerate(numbers)}
+
+    def to_index(n: int) -> int:
+        return index.get(n, min(max(n - numbers[0], 0), len(numbers) - 1))
+
+    from streamer.spotting.explain import explain_miss
+
+    out = []
+    for kind in ("micro", "macro"):
+        g = [iv for iv, k in gt if k == kind]
+        hit = {i for i, _ in match_pairs(g, [iv for iv, k in pred if k == kind], threshold)}
+        for i, iv in enumerate(g):
+            if i in hit:
+                continue
+            ev = (to_index(iv[0]), to_index(iv[1]))
+            others = [(to_index(o[0]), to_index(o[1])) for o, _ in gt if o != iv]
+            info = explain_miss(ev, others, spotters, threshold)
+            out.append({"kind": kind, "onset": iv[0], "offset": iv[1], **info})
+    return out
+
+
+def print_misses(misses: list[dict], causes: dict) -> None:
+    print("\nmissed events (frame numbers of the corpus):")
+    for m in misses:
+        eps = "; ".join(f"{e['outcome']}{'/' + e['why'] if e['why'] else ''} {e['onset']}-{e['offset']} "
+                        f"peak {e['peak']:.2f} IoU {e['iou']:.2f}" for e in m.get("episodes", []))
+        print(f"  {Path(m['clip']).parent.name}/{Path(m['clip']).name} {m['kind']} {m['onset']}-{m['offset']}: "
+              f"{m['cause']} | {m.get('track_state', '-')}, floor {m.get('floor')}, thr {m.get('threshold')}, "
+              f"peak a {m.get('peak_a')}, peak r {m.get('peak_r')}" + (f" | {eps}" if eps else ""))
+    for kind, table in causes.items():
+        if table:
+            print(f"\nmiss causes ({kind}):")
+            for cause, n in table.items():
+                print(f"  {cause:<20} {n:>4}")
 
 
 if __name__ == "__main__":

@@ -79,6 +79,38 @@ class SpottedEvent:
                 "offset_ts_ns": self.offset_ts_ns, "roi": self.roi}
 
 
+@dataclass(slots=True)
+class EpisodeDecision:
+    """What became of one triggered episode: the record `mfvan-eval spot --explain` reads.
+
+    Why always kept (a short deque per track): a spotter that silently drops episodes cannot be
+    debugged; one small record per episode costs nothing next to the optical flow.
+    """
+
+    start: int  # frame index of the trigger
+    end: int  # frame index where the episode was judged
+    onset: int
+    apex: int
+    offset: int
+    peak: float  # r at the apex, crop pixels
+    floor: float  # the floor's centre when judged
+    threshold: float
+    dur_ms: float
+    outcome: str  # micro | macro | weak | too_short | blink | drift | invalid:<reason> | unfinished
+    why: str = ""  # for macro: long | strong | held
+
+    def to_json(self) -> dict:
+        return {"start": self.start, "end": self.end, "onset": self.onset, "apex": self.apex,
+                "offset": self.offset, "peak": round(self.peak, 4), "floor": round(self.floor, 4),
+                "threshold": round(self.threshold, 4), "dur_ms": round(self.dur_ms, 1),
+                "outcome": self.outcome, "why": self.why}
+
+
+# per-frame trace states (explain mode only)
+WARMING, LEARNING, WATCHING, REFRACTORY, RETURNING, EPISODE = range(6)
+STATE_NAMES = ("warming", "learning", "watching", "refractory", "returning", "episode")
+
+
 @dataclass
 class SpotterStats:
     micro: int = 0
@@ -173,14 +205,24 @@ class TrackSpotter:
         self._last_ref = None
         self.episode: dict | None = None
         self.stats = SpotterStats()
+        self.decisions: deque[EpisodeDecision] = deque(maxlen=256)
+        # explain mode: per frame (index, state, a(t) or r(t), threshold, floor centre) and
+        # every continuity break (index, reason); None in production (no per-frame cost)
+        self.trace: list[tuple[int, int, float, float, float]] | None = None
+        self.breaks: list[tuple[int, str]] = []
+        self._last_index = -1
+        self._last_r = 0.0
 
     @property
     def threshold(self) -> float:
         return self.fixed_threshold if self.fixed_threshold is not None else self.floor.threshold
 
-    def break_continuity(self) -> None:
+    def break_continuity(self, reason: str = "break") -> None:
         if self.episode is not None:
             self.stats.invalid += 1
+            self._decide(self.episode, self._last_index, 0, 0, 0, 0.0, f"invalid:{reason}")
+        if self.trace is not None and (self.ring or self.episode is not None):
+            self.breaks.append((self._last_index + 1, reason))
         self.episode = None
         self._last_ref = None
         self.ring.clear()
@@ -188,9 +230,16 @@ class TrackSpotter:
 
     def push(self, index: int, ts_ns: int, grey: np.ndarray, bgr: np.ndarray | None) -> SpottedEvent | None:
         self.ring.append(_Slot(index, ts_ns, grey, bgr if self.keep_crops else None))
+        self._last_index = index
+        tr = self.trace
         if self.episode is not None:
-            return self._follow()
+            ev = self._follow()
+            if tr is not None:
+                tr.append((index, EPISODE, self._last_r, self.threshold, self.floor.median))
+            return ev
         if len(self.ring) <= self.k:
+            if tr is not None:
+                tr.append((index, WARMING, float("nan"), self.threshold, self.floor.median))
             return None
         ref = self.ring[-1 - self.k]
         a, _ = self.meter.measure(ref.grey, grey)
@@ -200,13 +249,21 @@ class TrackSpotter:
         if self.refractory > 0:
             # k frames after an episode a(t) compares an expressive frame with a neutral one
             self.refractory -= 1
+            if tr is not None:
+                tr.append((index, REFRACTORY, a, self.threshold, self.floor.median))
             return None
         if ready and a > self.threshold:
             if self._returning(ref.grey, grey):
                 self.refractory = self.hold
+                if tr is not None:
+                    tr.append((index, RETURNING, a, self.threshold, self.floor.median))
                 return None
+            if tr is not None:
+                tr.append((index, WATCHING, a, self.threshold, self.floor.median))
             self._start()
             return None
+        if tr is not None:
+            tr.append((index, WATCHING if ready else LEARNING, a, self.threshold, self.floor.median))
         self.floor.add(a)
         return None
 
@@ -229,13 +286,16 @@ class TrackSpotter:
         rois = [np.zeros(len(ROI_NAMES), np.float32)] + [self.meter.measure_rois(ref.grey, s.grey) for s in slots[1:]]
         r = [float(v.max()) for v in rois]
         apex = int(np.argmax(r))
-        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "apex": apex}
+        self.episode = {"ref": ref, "slots": slots, "r": r, "rois": rois, "quiet": 0, "apex": apex,
+                        "start": self.ring[-1].index}
+        self._last_r = r[-1]
 
     def _follow(self) -> SpottedEvent | None:
         ep = self.episode
         cur = self.ring[-1]
         rois = self.meter.measure_rois(ep["ref"].grey, cur.grey)
         r = float(rois.max())
+        self._last_r = r
         ep["slots"].append(cur)
         ep["r"].append(r)
         ep["rois"].append(rois)
@@ -283,6 +343,16 @@ class TrackSpotter:
         for j in range(max(0, old - span), min(old + 1, p - span, trailing)):
             self._release(ep, j)
 
+    def _decide(self, ep: dict, end: int, on: int, apex: int, off: int, dur_ms: float, outcome: str,
+                why: str = "") -> None:
+        slots, r = ep["slots"], ep["r"]
+        if outcome.startswith("invalid:"):  # broken before it was judged: report the peak so far
+            apex = int(np.argmax(r))
+            on, off = 0, len(slots) - 1
+        self.decisions.append(EpisodeDecision(ep["start"], end, slots[on].index, slots[apex].index,
+                                              slots[off].index, float(r[apex]), self.floor.median,
+                                              self.threshold, dur_ms, outcome, why))
+
     def flush(self) -> SpottedEvent | None:
         """End of stream: an open episode is judged on what was seen."""
         if self.episode is None:
@@ -310,31 +380,43 @@ class TrackSpotter:
             off = len(r) - 1  # still away from the reference: the expression is held
         s_on, s_apex, s_off = slots[on], slots[apex], slots[off]
         dur_ms = (s_off.ts_ns - s_on.ts_ns) / 1e6 + 1000.0 / self.fps
+        end = slots[-1].index
+
+        def decide(outcome: str, why: str = "") -> None:
+            self._decide(ep, end, on, apex, off, dur_ms, outcome, why)
+
         if float(r[apex]) - base < self.confirm_factor * max(self.threshold - base, 0.0):
             self.stats.weak += 1  # triggered by a noise excursion, never rose clearly above the floor
+            decide("weak")
             return None
         if dur_ms < self.micro_min_ms:
             self.stats.too_short += 1
+            decide("too_short")
             return None
         if not returned and dur_ms <= self.micro_max_ms:
             self.stats.invalid += 1  # the stream ended inside a short episode: unknown kind
+            decide("unfinished")
             return None
         if not returned and float(r[apex]) < self.micro_max_score:
             # a held change weaker than an expression: residual head motion or light, not a face
             self.stats.drift += 1
+            decide("drift")
             return None
         apex_rois = ep["rois"][apex]
         roi = ROI_NAMES[int(np.argmax(apex_rois))]
         if self.reject_blinks and is_blink(apex_rois) and dur_ms <= self.micro_max_ms:
             self.stats.blinks += 1
+            decide("blink")
             return None
         # micro-expressions are short AND subtle: a strong episode is macro whatever its length
         subtle = float(r[apex]) <= self.micro_max_score
         kind = "micro" if returned and dur_ms <= self.micro_max_ms and subtle else "macro"
         if kind == "micro":
             self.stats.micro += 1
+            decide("micro")
         else:
             self.stats.macro += 1
+            decide("macro", "held" if not returned else "long" if dur_ms > self.micro_max_ms else "strong")
         return SpottedEvent(self.track, s_on.index, s_apex.index, s_off.index, s_on.ts_ns, s_apex.ts_ns, s_off.ts_ns,
                      float(r[apex] - base), kind, roi,
                      onset_crop=s_on.bgr if kind == "micro" else None,

@@ -19,6 +19,7 @@ def _generate(argv: list[str]) -> int:
                                 epilog="`mfvan-synth preview --help` for the contact sheet.")
     p.add_argument("--out", required=False, help="output folder (CASME II layout)")
     p.add_argument("--subjects", type=int, help="number of identities (default from config: 31)")
+    p.add_argument("--first-subject", type=int, help="first identity, 1-based (default 1): held-out identities")
     p.add_argument("--clips-per-subject", type=int)
     p.add_argument("--seed", type=int)
     p.add_argument("--workers", type=int)
@@ -27,7 +28,8 @@ def _generate(argv: list[str]) -> int:
     add_config_args(p)
     args = p.parse_args(argv)
     over = {k: v for k, v in {"subjects": args.subjects, "clips_per_subject": args.clips_per_subject,
-                              "seed": args.seed, "workers": args.workers}.items() if v is not None}
+                              "seed": args.seed, "workers": args.workers,
+                              "first_subject": args.first_subject}.items() if v is not None}
     cfg = config_from_args(args, SynthConfig, over)
     if not args.out:
         p.error("--out is required")
@@ -35,9 +37,9 @@ def _generate(argv: list[str]) -> int:
     from trainer.synth.corpus import PlanOptions, make_corpus
     from trainer.synth.identities import SPECS
 
-    if cfg.subjects > len(SPECS):
-        print(f"mfvan-synth: only {len(SPECS)} distinct identities exist; --subjects {cfg.subjects} is too many",
-              file=sys.stderr)
+    if cfg.first_subject - 1 + cfg.subjects > len(SPECS):
+        print(f"mfvan-synth: only {len(SPECS)} distinct identities exist; --first-subject {cfg.first_subject} "
+              f"--subjects {cfg.subjects} asks for more", file=sys.stderr)
         return 2
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -49,10 +51,12 @@ def _generate(argv: list[str]) -> int:
     opts = PlanOptions(fps=cfg.fps, micro_per_clip=cfg.micro_per_clip, micro_ms=cfg.micro_ms,
                        micro_px=cfg.micro_px, macro_prob=cfg.macro_prob, macro_ms=cfg.macro_ms,
                        macro_px=cfg.macro_px, blinks_per_clip=cfg.blinks_per_clip, gap_ms=cfg.gap_ms,
-                       head_moves_per_clip=cfg.head_moves_per_clip, noise_sigma=cfg.noise_sigma)
+                       head_moves_per_clip=cfg.head_moves_per_clip, noise_sigma=cfg.noise_sigma,
+                       lead_ms=cfg.lead_ms, drift_px=cfg.drift_px, rotation_deg=cfg.rotation_deg,
+                       flicker=cfg.flicker, flicker_hz=cfg.flicker_hz, empty_clip_prob=cfg.empty_clip_prob)
     try:
         s = make_corpus(out, cfg.subjects, cfg.clips_per_subject, cfg.seed, opts, cfg.workers, cfg.face_px,
-                        progress=not args.quiet)
+                        progress=not args.quiet, first_subject=cfg.first_subject)
     except (MediaError, OSError) as exc:
         print(f"mfvan-synth: {exc}", file=sys.stderr)
         return 1

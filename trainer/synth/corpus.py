@@ -49,6 +49,13 @@ class PlanOptions:
     lead_ms: float = 100.0
     head_moves_per_clip: int = 1
     noise_sigma: tuple[float, float] = (1.0, 3.0)
+    drift_px: tuple[float, float] = (1.5, 5.0)
+    rotation_deg: tuple[float, float] = (0.3, 1.5)
+    flicker: tuple[float, float] = (0.004, 0.02)
+    flicker_hz: tuple[float, float] = (0.3, 3.0)
+    # Why: a corpus of clips that all hold events cannot say how often the spotter fires on a
+    # face that does nothing; drawn only when > 0, so the default corpus stays bit-identical
+    empty_clip_prob: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,12 +81,18 @@ def plan_clip(subject_index: int, clip_index: int, seed: int, opts: PlanOptions)
     items += [("micro", str(lab)) for lab in labels[: opts.micro_per_clip]]
     if rng.random() < opts.macro_prob:
         items.append(("macro", str(rng.choice(LABELS))))
+    if opts.empty_clip_prob > 0 and rng.random() < opts.empty_clip_prob:
+        # an event-free clip of about the same length: neutral rests where the events would be
+        items = [("rest", "")] * len(items)
     items += [("blink", "")] * opts.blinks_per_clip
     order = rng.permutation(len(items))
     t = _frames(opts.lead_ms, fps)
     events = []
     for i in order:
         kind, label = items[i]
+        if kind == "rest":
+            t += _frames(rng.uniform(*opts.micro_ms), fps) + _frames(rng.uniform(*opts.gap_ms), fps)
+            continue
         if kind == "blink":
             dur, amp = _frames(rng.uniform(100, 200), fps), 0.0
             apex = t + int(dur * rng.uniform(0.4, 0.5))
@@ -96,15 +109,18 @@ def plan_clip(subject_index: int, clip_index: int, seed: int, opts: PlanOptions)
         length = _frames(rng.uniform(150, 400), fps)
         start = int(rng.integers(0, max(1, n_frames - length)))
         moves.append((start, length, float(rng.uniform(-6, 6)), float(rng.uniform(-4, 4))))
-    d = Distractors(drift_px=float(rng.uniform(1.5, 5)), rotation_deg=float(rng.uniform(0.3, 1.5)),
+    d = Distractors(drift_px=float(rng.uniform(*opts.drift_px)), rotation_deg=float(rng.uniform(*opts.rotation_deg)),
                     head_moves=tuple(moves), noise_sigma=float(rng.uniform(*opts.noise_sigma)),
-                    flicker=float(rng.uniform(0.004, 0.02)), flicker_hz=float(rng.uniform(0.3, 3)))
+                    flicker=float(rng.uniform(*opts.flicker)), flicker_hz=float(rng.uniform(*opts.flicker_hz)))
     return ClipPlan(f"sub{subject_index + 1:02d}", f"EP{clip_index + 1:02d}_01", subject_index,
                     int(rng.integers(0, 2**31)), n_frames, tuple(events), d)
 
 
-def plan_corpus(subjects: int, clips_per_subject: int, seed: int, opts: PlanOptions) -> list[ClipPlan]:
-    return [plan_clip(s, c, seed, opts) for s in range(subjects) for c in range(clips_per_subject)]
+def plan_corpus(subjects: int, clips_per_subject: int, seed: int, opts: PlanOptions,
+                first_subject: int = 1) -> list[ClipPlan]:
+    """Subjects first_subject .. first_subject + subjects - 1 (1-based identity numbers)."""
+    first = first_subject - 1
+    return [plan_clip(s, c, seed, opts) for s in range(first, first + subjects) for c in range(clips_per_subject)]
 
 
 def write_clip(plan: ClipPlan, identity: Identity, out: Path, fps: float) -> tuple[str, int]:
@@ -186,12 +202,12 @@ def _cpu_seconds() -> float:
 
 
 def make_corpus(out: Path, subjects: int, clips_per_subject: int, seed: int, opts: PlanOptions,
-                workers: int = 2, face_px: float = 220.0, progress: bool = True) -> dict:
+                workers: int = 2, face_px: float = 220.0, progress: bool = True, first_subject: int = 1) -> dict:
     from tqdm import tqdm
 
     t0 = time.perf_counter()
-    identities = load_identities(subjects, face_px)
-    plans = plan_corpus(subjects, clips_per_subject, seed, opts)
+    identities = load_identities(first_subject - 1 + subjects, face_px)  # indexed by identity number - 1
+    plans = plan_corpus(subjects, clips_per_subject, seed, opts, first_subject)
     out.mkdir(parents=True, exist_ok=True)
     total = sum(p.n_frames for p in plans)
     bar = tqdm(total=total, unit="frame", desc="mfvan-synth", disable=not progress)
@@ -210,7 +226,8 @@ def make_corpus(out: Path, subjects: int, clips_per_subject: int, seed: int, opt
     write_annotations(out, rows)
     write_ground_truth(out, plans, identities, opts.fps)
     summary = {
-        "subjects": subjects, "identities": sorted({i.name for i in identities}),
+        "subjects": subjects, "first_subject": first_subject,
+        "identities": sorted({identities[p.identity_index].name for p in plans}),
         "clips": len(plans), "frames": total,
         "micro": sum(r["kind"] == "micro" for r in rows), "macro": sum(r["kind"] == "macro" for r in rows),
         "blinks": sum(e.kind == "blink" for p in plans for e in p.events),

@@ -168,8 +168,8 @@ class EngineServer:
             else:
                 c.stop()
         http = getattr(self, "_http", None)
-        if http:
-            http[0].shutdown()
+        if http is not None:
+            http.close()
         self.backend.close()
 
     def _send(self, frames: list, what: str) -> bool:
@@ -403,9 +403,7 @@ def _mmap_large_buffers(threshold: int = 1 << 20) -> None:
 
 def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
     """Serve until `stop_event` is set. 0 after a clean stop, 2 when the engine cannot start."""
-    _mmap_large_buffers()
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _mmap_large_buffers()  # logging, signals and faulthandler: engine/process.py, set up by the caller
     try:
         server = start(cfg)
     except (ArtefactError, BackendUnavailable, SecurityError) as exc:
@@ -418,3 +416,8 @@ def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
         return server.serve(stop_event)
     finally:
         server.close()
+
+
+def run_json(cfg_json: str, stop_event: StopEvent) -> int:
+    """`run` for a spawned child (`mfvan-streamd`'s engine): the config crosses as JSON, not a pickle."""
+    return run(EngineConfig.model_validate_json(cfg_json), stop_event)

@@ -3,14 +3,17 @@
 Why this shape (DESIGN §2):
 - Children are started with the `spawn` context: nothing is forked after a library (ONNX
   Runtime threads, CUDA) has been initialised in the parent.
+- Every child runs in engine/process.py's skeleton (`child_entry`): the supervisor's log level
+  as an argument, faulthandler, SIGINT ignored, SIGTERM a clean stop of that child alone.
 - One multiprocessing Event stops everything. Shutdown is ordered: streamers first (they stop
   producing and flush their last events), then the engine (it drains its queue), each joined
   with a timeout, then terminated, then killed. SIGTERM and SIGINT both start it.
 - A child that dies is restarted within a budget (max_restarts in restart_window_s); past the
   budget the daemon gives up loudly and exits non-zero, so systemd's own restart policy and
   the operator's alerting take over instead of a silent crash loop.
-- /metrics (Prometheus text format) and /healthz (200 only while running) on one small HTTP
-  server; sd_notify READY/STOPPING/WATCHDOG when NOTIFY_SOCKET is set.
+- /metrics (Prometheus text format: every streamer counter by camera, children up/restarts)
+  and /healthz (200 only while running) on engine/metrics.py's HTTP server (the engine's too);
+  sd_notify READY/STOPPING/WATCHDOG when NOTIFY_SOCKET is set.
 - A replayed video ends: when every streamer has finished its clip, the engine gets
   `linger_s` to publish the last results and the daemon exits 0 by itself.
 """
@@ -20,53 +23,34 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing as mp
-import os
 import signal
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from engine.config.cli import add_config_args, config_from_args
+from engine.metrics import HttpServer, metrics_app, serve_http
+from engine.process import LOG_LEVELS, StopRequest, child_entry, enable_faulthandler, setup_logging
 from streamer import sdnotify
 from streamer.config import StreamdConfig
-from streamer.worker import COUNTERS, EXIT_DONE, GAUGES
+from streamer.worker import COUNTERS, EXIT_DONE, GAUGES, HELP
 
 log = logging.getLogger("mfvan.streamd")
 
 
-# -- children (module level: spawn imports them by name) ------------------------------------------
-def _child_logging() -> None:
-    level = os.environ.get("MFV_STREAMD_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
-def _engine_child(cfg_json: str, stop_event) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _child_logging()
-    from engine.config.engine import EngineConfig
-    from engine.server import run
-
-    sys.exit(run(EngineConfig.model_validate_json(cfg_json), stop_event))
-
-
-def _streamer_child(cfg_json: str, cam_index: int, stop_event, shared, endpoint: str) -> None:
-    from streamer.worker import run_camera
-
-    _child_logging()
-
-    sys.exit(run_camera(cfg_json, cam_index, stop_event, shared, endpoint))
+# children run engine/process.py's child_entry with one of these targets (imported in the child)
+ENGINE_TARGET = "engine.server:run_json"  # (engine config JSON,)
+STREAMER_TARGET = "streamer.worker:run_camera"  # (streamd config JSON, camera index), shared=, pair_endpoint=
 
 
 @dataclass
 class Child:
     name: str
     kind: str  # "engine" | "streamer"
-    target: object
+    target: str  # "module:function" for child_entry
     args: tuple
+    kwargs: dict = field(default_factory=dict)
     replay: bool = False  # a streamer replaying a file: exit 0 means "clip finished"
     shared: object = None
     process: mp.process.BaseProcess | None = None
@@ -77,31 +61,30 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, cfg: StreamdConfig, engine_endpoint: str | None = None):
+    def __init__(self, cfg: StreamdConfig, engine_endpoint: str | None = None, log_level: str = "INFO"):
         self.cfg = cfg
+        self.log_level = log_level  # handed to every child explicitly (spawned children inherit nothing)
         self.ctx = mp.get_context("spawn")
         self.stop_event = self.ctx.Event()
         self.state = "starting"
         self.exit_code = 0
-        self._signalled = threading.Event()
+        self._signalled = StopRequest()  # a flag, not an Event: set from a signal handler
         self.children: list[Child] = []
         self.pair_endpoint = engine_endpoint or cfg.engine.pair_endpoint
         if cfg.embedded_engine and engine_endpoint is None:
-            self.children.append(Child("engine", "engine", _engine_child, (cfg.engine.model_dump_json(),)))
+            self.children.append(Child("engine", "engine", ENGINE_TARGET, (cfg.engine.model_dump_json(),)))
         cfg_json = cfg.model_dump_json()
         for i, cam in enumerate(cfg.cameras):
             shared = self.ctx.Array("q", len(COUNTERS), lock=False)
-            self.children.append(Child(f"streamer-{cam.name}", "streamer", _streamer_child,
-                                       (cfg_json, i, None, shared, self.pair_endpoint),
+            self.children.append(Child(f"streamer-{cam.name}", "streamer", STREAMER_TARGET, (cfg_json, i),
+                                       {"shared": shared, "pair_endpoint": self.pair_endpoint},
                                        replay=cam.device is None, shared=shared))
-        self.http: ThreadingHTTPServer | None = None
+        self.http: HttpServer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
-        args = tuple(self.stop_event if a is None and child.kind == "streamer" else a for a in child.args)
-        if child.kind == "engine":
-            args = (*args, self.stop_event)
-        child.process = self.ctx.Process(target=child.target, args=args, name=child.name, daemon=False)
+        child.process = self.ctx.Process(target=child_entry, name=child.name, daemon=False,
+                                         args=(child.target, self.log_level, self.stop_event, child.args, child.kwargs))
         child.process.start()
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
@@ -168,7 +151,7 @@ class Supervisor:
                 next_wd = time.monotonic() + wd
             if not self._check_children():
                 break
-            self._signalled.wait(0.2)
+            time.sleep(0.2)
         return self.shutdown()
 
     def _check_children(self) -> bool:
@@ -245,14 +228,13 @@ class Supervisor:
                     p.join(2)
                 log.info("%s stopped (exit %s)", c.name, p.exitcode)
         if self.http is not None:
-            self.http.shutdown()
-            self.http.server_close()
+            self.http.close()
         log.info("stopped (exit %d)", self.exit_code)
         return self.exit_code
 
     def _install_signals(self) -> None:
         def handler(signum, _frame):
-            log.info("%s received", signal.Signals(signum).name)
+            log.info("%s received", signal.Signals(signum).name)  # logging's handler lock is reentrant
             self._signalled.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -266,11 +248,9 @@ class Supervisor:
 
         class Collector:
             def collect(self):
-                fams = {name: CounterMetricFamily(f"mfvan_streamer_{name}", f"streamer {name}", labels=["camera"])
+                fams = {name: CounterMetricFamily(f"mfvan_streamer_{name}", HELP[name], labels=["camera"])
                         for name in COUNTERS if name not in GAUGES}
-                gauges = {name: GaugeMetricFamily(f"mfvan_streamer_{name}",
-                                                  "frames waiting in the capture ring" if name == "ring"
-                                                  else f"1 while the streamer is {name}", labels=["camera"])
+                gauges = {name: GaugeMetricFamily(f"mfvan_streamer_{name}", HELP[name], labels=["camera"])
                           for name in GAUGES}
                 for c in sup.children:
                     if c.kind != "streamer":
@@ -294,50 +274,19 @@ class Supervisor:
 
         return Collector()
 
+    def healthy(self) -> tuple[bool, str]:
+        """/healthz: ok only while running; the state word otherwise (starting, degraded, stopping)."""
+        return self.state == "running", self.state
+
     def _start_http(self) -> None:
         port = self.cfg.supervisor.metrics_port
         if not port:
             return
-        from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+        from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
         registry.register(self._collector())
-        sup = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's name)
-                if self.path.startswith("/metrics"):
-                    body, ctype, status = generate_latest(registry), CONTENT_TYPE_LATEST, 200
-                elif self.path.startswith("/healthz"):
-                    ok = sup.state == "running"
-                    body, ctype, status = (b"ok\n" if ok else sup.state.encode() + b"\n"), "text/plain", 200 if ok else 503
-                else:
-                    body, ctype, status = b"not found: /metrics or /healthz\n", "text/plain", 404
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):  # scrapes every few seconds would flood the log
-                pass
-
-            def handle(self):
-                # a client that sends junk or hangs up is its problem: one debug line, no traceback
-                try:
-                    super().handle()
-                except (ConnectionError, TimeoutError, OSError) as exc:
-                    log.debug("metrics client %s: %s", self.client_address, exc)
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request, client_address):
-                log.debug("metrics client %s: %s", client_address, sys.exc_info()[1])
-
-        self.http = Server((self.cfg.supervisor.metrics_host, port), Handler)
-        self.http.daemon_threads = True
-        threading.Thread(target=self.http.serve_forever, name="metrics", daemon=True).start()
+        self.http = serve_http(metrics_app(registry, self.healthy), port, self.cfg.supervisor.metrics_host)
         log.info("metrics on http://%s:%d/metrics, health on /healthz", self.cfg.supervisor.metrics_host, port)
 
 
@@ -355,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "the embedded engine")
     p.add_argument("--metrics-port", type=int, help="/metrics and /healthz port (0 = off)")
     p.add_argument("--dry-run", action="store_true", help="check camera/video, model and ports, then exit")
-    p.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    p.add_argument("--log-level", default="INFO", choices=LOG_LEVELS, help="for the supervisor and every child")
     add_config_args(p)
     return p
 
@@ -462,8 +411,8 @@ def dry_run(cfg: StreamdConfig) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    os.environ["MFV_STREAMD_LOG_LEVEL"] = args.log_level  # spawned children configure logging from it
+    setup_logging(args.log_level)
+    enable_faulthandler()
     base = None
     if args.config and (args.fps or args.realtime) and not (args.camera or args.video):
         from engine.config.loader import ConfigError, load_config
@@ -477,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no source: give --camera N or --video PATH (or cameras in --config)")
     if args.dry_run:
         return dry_run(cfg)
-    return Supervisor(cfg, args.engine).run()
+    return Supervisor(cfg, args.engine, args.log_level).run()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 
 from engine.config.cli import add_config_args, config_from_args
+from engine.process import setup_logging
 from streamer.capture import CaptureError, Frame, open_source
 from streamer.config import StreamdConfig
 from streamer.pipeline import Pipeline
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     over = {"spotter": {"threshold": args.threshold}} if args.threshold else None
     cfg = config_from_args(args, StreamdConfig, over)
+    setup_logging("WARNING")  # the capture and face code warn through logging
     try:
         from streamer.worker import load_noise_seed
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import time
 from collections import deque
 from pathlib import Path
@@ -25,9 +24,41 @@ from streamer.publish import Publisher
 
 log = logging.getLogger("mfvan.streamer")
 
-COUNTERS = ("frames", "gaps", "overruns", "breaks", "tracks", "detections", "scans", "reanchors", "lost", "micro", "macro",
-            "too_short", "invalid", "pairs_sent", "pairs_refused", "pairs_nocrop", "macro_sent", "macro_refused",
-            "stalls", "running", "stalled", "ring")
+# Every counter of the pipeline (Pipeline.counters(): tracker and spotter stats), the grab thread
+# and the publisher, in the shared array's order; /metrics exports each as
+# mfvan_streamer_<name>_total (GAUGES as mfvan_streamer_<name>). A counter missing here would be
+# counted and never seen: tests/system/test_daemon.py checks Pipeline.counters() against it.
+HELP = {
+    "frames": "frames read from the source",
+    "gaps": "sensor gaps (timestamp jumps over capture.gap_factor / fps)",
+    "overruns": "frames dropped at the capture ring (the pipeline fell behind), oldest first",
+    "breaks": "continuity breaks seen by the pipeline (gaps + overrun drops)",
+    "tracks": "face tracks started",
+    "detections": "face detector runs",
+    "scans": "full-frame detector runs (of detections)",
+    "reanchors": "tracks re-anchored on a new detection (windows across them are invalid)",
+    "lost": "tracks lost",
+    "flows": "optical-flow measurements (one per tracked face per frame)",
+    "micro": "micro-expressions spotted",
+    "macro": "macro-expressions spotted",
+    "too_short": "episodes shorter than spotter.micro_min_ms, dropped",
+    "invalid": "episodes broken by a gap, overrun, re-anchor or lost track, dropped",
+    "blinks": "short eye-only episodes (blinks), dropped",
+    "weak": "episodes whose peak stayed below confirm_factor x the trigger margin (noise), dropped",
+    "drift": "held changes that never returned, too weak for an expression (head motion, light), dropped",
+    "pairs_sent": "(onset, apex) pairs sent to the engine",
+    "pairs_refused": "pairs the engine queue refused (high-water mark or no engine), dropped",
+    "pairs_nocrop": "micro events without crops to send, dropped",
+    "macro_sent": "macro-expression events sent",
+    "macro_refused": "macro-expression events the engine queue refused, dropped",
+    "status_sent": "status messages sent to the engine",
+    "status_refused": "status messages the engine queue refused, dropped",
+    "stalls": "times the source stopped delivering frames for capture.stall_s",
+    "running": "1 while the streamer is running",
+    "stalled": "1 while the streamer is stalled",
+    "ring": "frames waiting in the capture ring",
+}
+COUNTERS = tuple(HELP)
 GAUGES = ("running", "stalled", "ring")  # states and the ring depth (frames waiting); the rest only grow
 
 EXIT_DONE = 0  # the replay ended or we were asked to stop
@@ -44,10 +75,11 @@ def load_noise_seed(path: str) -> tuple[float, float] | None:
 
 
 def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endpoint: str | None = None) -> int:
-    """The whole streamer for `cfg.cameras[cam_index]`. Returns an exit code (see EXIT_*)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor owns Ctrl-C and shuts us down in order
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """The whole streamer for `cfg.cameras[cam_index]`. Returns an exit code (see EXIT_*).
+
+    In `mfvan-streamd` it runs under engine/process.py's `child_entry` (logging at the
+    supervisor's level, faulthandler, SIGINT ignored, SIGTERM → `stop_event`).
+    """
     cv2.setNumThreads(1)
     cfg = StreamdConfig.model_validate_json(cfg_json)
     cam = cfg.cameras[cam_index]
@@ -99,7 +131,8 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
         counters.update(pipe.counters())
         counters.update(gaps=grab.stats.gaps, overruns=grab.stats.overruns,
                         pairs_sent=pub.sent["pair"], pairs_refused=pub.refused["pair"], pairs_nocrop=pub.nocrop,
-                        macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"], ring=len(grab.ring))
+                        macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"],
+                        status_sent=pub.sent["status"], status_refused=pub.refused["status"], ring=len(grab.ring))
         counters["frames"] = grab.stats.frames
         export()
 

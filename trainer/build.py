@@ -43,6 +43,7 @@ from engine.artefact import (
 )
 from engine.backends import BackendUnavailable
 from engine.config.cli import add_config_args, config_from_args
+from engine.process import setup_logging
 from trainer.config.build import BuildConfig
 
 log = logging.getLogger("mfvan.build")
@@ -312,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if v is not None and k in BuildConfig.model_fields
     }
     cfg = config_from_args(args, BuildConfig, overrides=overrides)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging("INFO")
     try:
         manifest = build_artefact(cfg, progress=not args.quiet)
     except (BuildError, ArtefactError, BackendUnavailable) as exc:

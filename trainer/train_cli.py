@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 
 from engine.config.cli import add_config_args, config_from_args
+from engine.process import setup_logging
 from trainer.checkpoint import CheckpointError, save_checkpoint
 from trainer.cli_args import add_data_args, add_run_args
 from trainer.config.train import TrainConfig
@@ -44,6 +45,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     cfg = config_from_args(args, TrainConfig)
+    setup_logging("WARNING")
     upd = {}
     if args.data or args.annotations:
         upd["data"] = cfg.data.model_copy(update={k: v for k, v in (("root", args.data), ("annotations", args.annotations)) if v})

@@ -161,8 +161,8 @@ def main_e2e(argv: list[str]) -> int:
     import tempfile
 
     from engine.artefact import ArtefactError, load_artefact
+    from engine.process import child_entry
     from engine.wire.client import Subscriber
-    from streamer.daemon import _engine_child
     from streamer.publish import Publisher
     from streamer.spotting.spotter import SpottedEvent
 
@@ -190,7 +190,7 @@ def main_e2e(argv: list[str]) -> int:
                                          "heartbeat_s": 0.2})
     ctx = mp.get_context("spawn")
     stop = ctx.Event()
-    proc = ctx.Process(target=_engine_child, args=(ecfg.model_dump_json(), stop))
+    proc = ctx.Process(target=child_entry, args=("engine.server:run_json", "INFO", stop, (ecfg.model_dump_json(),)))
     proc.start()
     from engine.wire.client import DEFAULT_TOPICS
     from engine.wire.protocol import TOPIC_HEARTBEAT

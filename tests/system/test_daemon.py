@@ -1,7 +1,8 @@
 """mfvan-streamd end to end with real processes and sockets: a synthetic 200 fps clip with
 known micro-events replayed through the daemon (spawned streamer + embedded engine built from
 the real network); a subscriber gets a result with label, probabilities and heatmap for each
-spotted micro event; /healthz and /metrics answer; sd_notify READY/STOPPING arrive; SIGTERM
+spotted micro event; /healthz and /metrics answer with every pipeline counter by camera; the
+log level reaches the spawned children as an argument; sd_notify READY/STOPPING arrive; SIGTERM
 exits cleanly; a crashing streamer exhausts the restart budget and the daemon gives up."""
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ import pytest
 from engine.wire.client import Subscriber
 from engine.wire.protocol import Macro, Result, Status
 from streamer.harness.clip import ClipEvent, render_test_clip, write_folder
-from streamer.harness.procs import free_port
+from streamer.harness.procs import free_port, http_get, parse_metrics
 
 BIN = Path(sys.executable).parent
 MICRO = [ClipEvent(240, 270, 300, "brow", 2.5), ClipEvent(420, 452, 485, "mouth", 2.5)]
@@ -61,21 +61,24 @@ def test_replay_through_daemon_gives_a_result_per_micro_event(tmp_path: Path, ar
     notify.settimeout(0.1)
     sub = Subscriber(f"ipc://{tmp_path}/pub")  # connect first: ZeroMQ reconnects until the engine binds
     env = {**os.environ, "NOTIFY_SOCKET": str(tmp_path / "notify"), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([str(BIN / "mfvan-streamd"), "--video", str(clip_dir), "--fps", "200", "--config", str(cfg)],
+    proc = subprocess.Popen([str(BIN / "mfvan-streamd"), "--video", str(clip_dir), "--fps", "200", "--config", str(cfg),
+                             "--log-level", "DEBUG"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     results, macros, statuses, health, metrics = [], [], [], None, ""
     deadline = time.monotonic() + 240
+    next_scrape = 0.0
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             ev = sub.recv(timeout_ms=200)
             if ev is not None:
                 {Result: results, Macro: macros, Status: statuses}.get(type(ev.header), []).append(ev)
-            if health is None and statuses:
-                try:
-                    health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2).status
-                    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
-                except OSError:
-                    pass
+            if statuses and time.monotonic() >= next_scrape:  # the last scrape sees the final counters
+                next_scrape = time.monotonic() + 0.5
+                code, body = http_get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+                if code == 200:
+                    metrics = body
+                if health is None:
+                    health = http_get(f"http://127.0.0.1:{port}/healthz", timeout=2)
         rc = proc.wait(timeout=60)
     finally:
         if proc.poll() is None:
@@ -99,8 +102,29 @@ def test_replay_through_daemon_gives_a_result_per_micro_event(tmp_path: Path, ar
         assert h.camera == "clip200"
     assert len(macros) == 1  # the macro-expression is published on macro/, not sent as a pair
     assert MACRO.onset - 40 <= macros[0].header.apex_index <= MACRO.offset
-    assert health == 200
+    assert health == (200, "ok\n")
     assert 'mfvan_streamer_frames_total{camera="clip200"}' in metrics and "mfvan_child_up" in metrics
+    # every counter the pipeline keeps (tracker and spotter stats) and the publisher's reach /metrics
+    from streamer.config import StreamdConfig
+    from streamer.pipeline import Pipeline
+    from streamer.spotting.spotter import SpotterStats
+    from streamer.worker import COUNTERS, GAUGES
+
+    s = StreamdConfig()
+    kept = set(Pipeline(s.faces, s.spotter, 200.0, detector=lambda img: []).counters())
+    kept |= {f for f in SpotterStats.__dataclass_fields__}
+    assert kept <= set(COUNTERS), kept - set(COUNTERS)
+    values = parse_metrics(metrics)
+    for name in COUNTERS:
+        key = f'mfvan_streamer_{name}{"" if name in GAUGES else "_total"}{{camera="clip200"}}'
+        assert key in values, (key, metrics[-3000:])
+    assert values['mfvan_streamer_flows_total{camera="clip200"}'] > 0
+    assert values['mfvan_streamer_micro_total{camera="clip200"}'] == len(MICRO)
+    assert values['mfvan_streamer_status_sent_total{camera="clip200"}'] > 0
+    for name in ("blinks", "weak", "drift"):
+        assert values[f'mfvan_streamer_{name}_total{{camera="clip200"}}'] >= 0
+    # the supervisor's --log-level reached each spawned child as an argument (no environment variable)
+    assert "DEBUG mfvan.process: streamer-clip200 (pid" in out and "DEBUG mfvan.process: engine (pid" in out
     assert any(m.startswith("READY=1") for m in messages) and "STOPPING=1" in messages
     assert "every replay finished" in out and "engine stopped (exit 0)" in out
 

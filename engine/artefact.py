@@ -101,7 +101,7 @@ class Manifest(_Strict):
     input: InputSpec
     output: OutputSpec
     opset: int
-    backend: Literal["onnxruntime", "tensorrt", "torch"]
+    backend: str = Field(min_length=1)  # the registered backend it was built for (engine.backends.BACKENDS)
     precision: Precision
     model_sha256: str  # sha256 of model.onnx: the model's identity, published in every Result
     files: dict[str, FileEntry]

@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from engine.artefact import ArtefactError, load_artefact
-from engine.backends import BackendUnavailable, load_backend
+from engine.backends import BACKENDS, BackendUnavailable, load_backend
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.engine import BenchConfig
 from engine.tensors import crops_to_nchw, upsample_heatmaps
@@ -61,8 +61,11 @@ def _candidates(cfg: BenchConfig, artefact) -> list[tuple[str, str, str]]:
                 info = artefact.manifest.tensorrt
                 if info is not None and info.precision == precision:
                     out.append((backend, precision, "auto"))
-            elif backend == "torch" and precision in ("fp32", "fp16"):
-                out.append((backend, precision, "cuda"))  # the CPU torch figure is the eager baseline
+            elif backend == "torch":
+                if precision in ("fp32", "fp16"):
+                    out.append((backend, precision, "cuda"))  # the CPU torch figure is the eager baseline
+            else:  # another registered backend: it says itself what it cannot run (then skipped)
+                out.append((backend, precision, "auto"))
     return out
 
 
@@ -153,7 +156,7 @@ def _table(report: dict) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mfvan-bench engine", description=__doc__.split("\n\n")[0])
     p.add_argument("--engine", metavar="DIR", help="artefact folder (default: the bundled demo artefact)")
-    p.add_argument("--backend", action="append", dest="backends", choices=["onnxruntime", "tensorrt", "torch"],
+    p.add_argument("--backend", action="append", dest="backends", choices=BACKENDS.plugins(),
                    help="measure only these (repeatable); default all available")
     p.add_argument("--precision", action="append", dest="precisions", choices=["fp32", "fp16", "int8"])
     p.add_argument("--batch", type=int)

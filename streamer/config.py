@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
 from engine.config.base import Section
 from engine.config.engine import EngineConfig
+from engine.registry import PluginSection
 from engine.wire.security import Security
+from streamer.faces import DETECTORS
 
 
 class CameraConfig(Section):
@@ -32,7 +34,18 @@ class CaptureConfig(Section):
 
 
 class FacesConfig(Section):
-    detector: Literal["retinaface", "insightface", "mediapipe"] = "retinaface"
+    """Face detection and tracking.
+
+    `detector` is a registered face detector (streamer.faces.DETECTORS): a bare name
+    (`detector: retinaface`) or its own section (`detector: {type: insightface, pack: ...}`).
+    Shared-field rule: the fields below are shared by every detector; a detector option with the
+    same name as one of them (retinaface's `detect_width`, `score_threshold`, `reanchor_width`,
+    mediapipe's `max_faces`) takes the shared value while unset (null) and overrides it when set.
+    """
+
+    detector: Annotated[PluginSection, DETECTORS.field()] = Field(
+        "retinaface", description="a face detector name or {type: name, its options...}"
+    )
     detect_every: int = Field(20, ge=1, description="check tracked faces with the detector every N frames (track in between); 20 at 200 fps = 10 Hz")
     detect_width: int = Field(320, ge=64, description="detector input width for full-frame scans (frames are downscaled)")
     scan_every_s: float = Field(0.5, gt=0, le=60, description="full-frame scan for new faces this often while faces are "
@@ -43,6 +56,10 @@ class FacesConfig(Section):
     max_faces: int = Field(8, ge=1, le=64)
     min_face_px: int = Field(48, ge=8)
     crop_size: int = Field(112, ge=32, le=512, description="aligned crop side in pixels")
+
+    def detector_options(self) -> PluginSection:
+        """The chosen detector's section, its unset options filled from the shared fields."""
+        return self.detector.resolved(**{k: getattr(self, k) for k in type(self).model_fields if k != "detector"})
 
 
 class SpotterConfig(Section):

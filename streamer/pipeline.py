@@ -6,7 +6,6 @@ overrun) or a re-anchored track makes every window across it invalid (DESIGN §3
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 
 import cv2
@@ -14,6 +13,7 @@ import cv2
 from streamer.capture import Frame
 from streamer.config import FacesConfig, SpotterConfig
 from streamer.crops import as_bgr, face_crop
+from streamer.faces import DETECTORS
 from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor
 from streamer.spotting.spotter import MotionMeter, SpottedEvent, TrackSpotter
@@ -22,30 +22,20 @@ INTEROCULAR_112 = 35.24  # eye distance of the ArcFace template in a 112-pixel c
 
 
 def make_detector(cfg: FacesConfig, threads: int = 1):
-    """The configured face backend as a callable frame → list[Face]."""
-    if cfg.detector == "retinaface":
-        from streamer.faces.retinaface import RetinaFaceDetector
+    """The configured face detector (streamer.faces.DETECTORS) as a callable frame → list[Face].
 
-        return RetinaFaceDetector(cfg.detect_width, cfg.score_threshold, threads=threads).detect
-    if cfg.detector == "insightface":
-        from streamer.faces.insightface_backend import InsightFaceDetector
-
-        return InsightFaceDetector(cfg.detect_width, cfg.score_threshold).detect  # raises DetectorUnavailable
-    if cfg.detector == "mediapipe":
-        from streamer.faces.mediapipe_backend import MediaPipeDetector
-
-        return MediaPipeDetector(cfg.max_faces).detect
-    raise ValueError(cfg.detector)
+    Raises DetectorUnavailable naming what to install when its package or model is missing.
+    """
+    section = cfg.detector_options()
+    return DETECTORS.load(section.type).from_config(section, threads=threads).detect
 
 
 def roi_detector(cfg: FacesConfig, detector):
-    """The detector for crops around tracked faces, or None where only full scans are possible.
-
-    Only RetinaFace takes an input width per call; the other backends scan the whole frame.
-    """
-    if cfg.detector != "retinaface" or cfg.reanchor_width <= 0:
-        return None
-    return functools.partial(detector, width=cfg.reanchor_width)
+    """The detector for crops around tracked faces, or None where only full scans are possible
+    (a detector without a `roi` hook scans the whole frame)."""
+    section = cfg.detector_options()
+    roi = getattr(DETECTORS.load(section.type), "roi", None)
+    return roi(detector, section) if roi is not None else None
 
 
 def k_frames(k_ms: float, fps: float) -> int:

@@ -41,7 +41,7 @@ from engine.artefact import (
     write_json_atomic,
     write_manifest,
 )
-from engine.backends import BackendUnavailable
+from engine.backends import BACKENDS, BackendUnavailable
 from engine.config.cli import add_config_args, config_from_args
 from engine.process import setup_logging
 from trainer.config.build import BuildConfig
@@ -294,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Build an engine artefact (ONNX + optional INT8 QDQ / TensorRT plan + manifest.json) from a checkpoint.",
     )
     p.add_argument("--checkpoint", help="trainer checkpoint (default: the bundled demo checkpoint)")
-    p.add_argument("--backend", choices=["onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--backend", choices=BACKENDS.plugins())
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"])
     p.add_argument("--calib", metavar="PAIRS", help="calibration pairs for int8: .npz, folder of .npz, or a corpus folder")
     p.add_argument("--calib-method", choices=["minmax", "entropy", "percentile"])

@@ -10,9 +10,11 @@ the "torch eager" column of the benchmark.
 from __future__ import annotations
 
 import numpy as np
+from pydantic import Field
 
 from engine.artefact import CHECKPOINT, Artefact, ArtefactError, rebuild_hint
 from engine.backends import BackendUnavailable
+from engine.registry import PluginSection
 
 
 def _torch():
@@ -41,8 +43,17 @@ def load_module(artefact: Artefact):
     return module
 
 
+class TorchConfig(PluginSection):
+    """`engine.backend: {type: torch, device: cpu, threads: 2}` (the reference path)."""
+
+    device: str | None = Field(None, pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+                               description="cpu, cuda or cuda:N; auto/null = CUDA when available")
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads; null = engine.intra_op_threads")
+
+
 class TorchBackend:
     name = "torch"
+    config = TorchConfig
 
     def __init__(self, artefact: Artefact, precision: str = "fp32", *, threads: int = 2, device: str = "auto"):
         torch = _torch()

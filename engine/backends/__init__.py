@@ -1,9 +1,14 @@
 """Inference backends behind one interface: `load_backend(artefact, ...)` → `infer(onset, apex)`.
 
-Backends are plugins found by name in the `mfvan.backends` entry-point group (pyproject.toml),
-loaded only when chosen: the engine runtime never imports the package that provides one, so the
-torch backend lives where torch lives (`trainer.torch_backend`) and a third-party package can
-add a backend without touching this one.
+Backends are plugins in the `mfvan.backends` registry (engine.registry: entry points in
+pyproject.toml), imported only when chosen: the engine runtime never imports the package that
+provides one, so the torch backend lives where torch lives (`trainer.torch_backend`) and a
+third-party package adds a backend with its module and one entry-point line.
+
+A backend class is built as `cls(artefact, precision, **section.options())`: its `config`
+section (a `PluginSection`, the `engine.backend: {type: NAME, ...}` of a config file) names
+its own options. Shared values: `load_backend`'s `threads` (from `engine.intra_op_threads`)
+and `device` fill the options of those names that the section leaves unset (None).
 
 Why one interface: the server, the benchmark and the parity tests never know which runtime
 they hold, so a backend can be swapped by config and compared on the same inputs. Each
@@ -18,13 +23,12 @@ Outputs: float32 probs (B, C) and heatmaps (B, 4, g, g) as numpy arrays.
 from __future__ import annotations
 
 import importlib.util
-from functools import cache
-from importlib.metadata import EntryPoint, entry_points
 from typing import Protocol
 
 import numpy as np
 
 from engine.artefact import Artefact, ArtefactError
+from engine.registry import PluginSection, Registry, UnknownPlugin
 
 ENTRY_POINT_GROUP = "mfvan.backends"
 
@@ -33,8 +37,18 @@ class BackendUnavailable(RuntimeError):
     """The runtime is not installed or has no device here; the message names what is missing."""
 
 
+class AutoBackend(PluginSection):
+    """`backend: auto`: a TensorRT plan of the asked precision when TensorRT is importable, else
+    ONNX Runtime; the chosen backend runs with its default options and the shared values."""
+
+
+BACKENDS: Registry[type] = Registry(
+    "backend", ENTRY_POINT_GROUP, builtin={"auto": AutoBackend}, unavailable=BackendUnavailable
+)
+
+
 class Backend(Protocol):
-    name: str  # "onnxruntime" | "tensorrt" | "torch"
+    name: str  # the registered name, e.g. "onnxruntime"
     precision: str
     device: str  # e.g. "CPUExecutionProvider", "cuda:0", "cpu"
     max_batch: int
@@ -48,40 +62,39 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-@cache
-def registered() -> dict[str, EntryPoint]:
-    """Backend name → entry point (not yet imported), in the order the names sort."""
-    return {ep.name: ep for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)}
-
-
 def backend_class(name: str) -> type:
     """The class registered as `name`, imported now (its runtime still imports lazily)."""
-    eps = registered()
-    if name not in eps:
-        known = ", ".join(eps) or "none: is mfvan installed (pip install -e .)?"
-        raise ArtefactError(f"unknown backend {name!r}; choose from auto, {known}")
     try:
-        return eps[name].load()
-    except ModuleNotFoundError as exc:
-        raise BackendUnavailable(f"the {name} backend needs {exc.name!r}, which is not installed") from None
+        return BACKENDS.load(name)
+    except UnknownPlugin as exc:
+        raise ArtefactError(str(exc)) from None
 
 
 def load_backend(
     artefact: Artefact,
-    backend: str = "auto",
+    backend: str | PluginSection = "auto",
     precision: str = "fp32",
     *,
     threads: int = 2,
     device: str = "auto",
 ) -> Backend:
-    """Open `artefact` with the named backend ("auto": a TensorRT plan of this precision when
-    TensorRT is importable, else ONNX Runtime)."""
-    if backend == "auto":
+    """Open `artefact` with the named backend, or the backend a config section chooses.
+
+    "auto": a TensorRT plan of this precision when TensorRT is importable, else ONNX Runtime.
+    An unknown name is an ArtefactError listing the registered ones.
+    """
+    if isinstance(backend, str):
+        try:
+            backend = BACKENDS.make(backend)
+        except UnknownPlugin as exc:
+            raise ArtefactError(str(exc)) from None
+    if backend.type == "auto":
         plans = [
             n for n in artefact.files_with_role("tensorrt-plan") if artefact.manifest.files[n].precision == precision
         ]
-        backend = "tensorrt" if plans and installed("tensorrt") else "onnxruntime"
-    return backend_class(backend)(artefact, precision, threads=threads, device=device)
+        backend = BACKENDS.make("tensorrt" if plans and installed("tensorrt") else "onnxruntime")
+    cls = backend_class(backend.type)
+    return cls(artefact, precision, **backend.resolved(threads=threads, device=device).options())
 
 
 def check_outputs(artefact: Artefact, probs: np.ndarray, heatmaps: np.ndarray, batch: int) -> None:

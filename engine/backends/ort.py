@@ -12,9 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from pydantic import Field
 
 from engine.artefact import ONNX_FP32, ONNX_INT8, ONNX_OPT, Artefact, ArtefactError, rebuild_hint
 from engine.backends import BackendUnavailable, check_outputs
+from engine.registry import PluginSection
 
 PREFERRED = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -82,8 +84,15 @@ def check_io(sess: ort.InferenceSession, artefact: Artefact, path: Path) -> None
         raise ArtefactError(f"{path}: {'; '.join(problems)}; {rebuild_hint(artefact.folder)}")
 
 
+class OrtConfig(PluginSection):
+    """`engine.backend: {type: onnxruntime, ...}`; the execution providers come from the build."""
+
+    threads: int | None = Field(None, ge=1, le=256, description="intra-op threads; null = engine.intra_op_threads")
+
+
 class OrtBackend:
     name = "onnxruntime"
+    config = OrtConfig
 
     def __init__(self, artefact: Artefact, precision: str = "fp32", *, threads: int = 2, device: str = "auto"):
         # device: the execution providers are chosen below from what this build of ORT offers

@@ -21,9 +21,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from engine.artefact import Artefact, ArtefactError, TensorRTInfo
 from engine.backends import BackendUnavailable, check_outputs
+from engine.registry import PluginSection
 
 
 def _trt():
@@ -136,8 +138,15 @@ def build_plan(
     )
 
 
+class TensorRTConfig(PluginSection):
+    """`engine.backend: {type: tensorrt, device: cuda:1}`; the plan fixes precision and batch."""
+
+    device: str | None = Field(None, pattern=r"^(auto|cuda:\d+)$", description="GPU: cuda:N; auto/null = the first")
+
+
 class TensorRTBackend:
     name = "tensorrt"
+    config = TensorRTConfig
 
     def __init__(self, artefact: Artefact, precision: str = "fp16", *, threads: int = 2, device: str = "auto"):
         # threads: unused (the GPU runs the graph); device "cuda:N" picks the GPU, "auto" the first

@@ -1,13 +1,23 @@
-"""Schema of `mfvan-engined` (and of the engine embedded in `mfvan-streamd`)."""
+"""Schema of `mfvan-engined` (and of the engine embedded in `mfvan-streamd`).
+
+`backend` is one of the registered backends (engine.backends.BACKENDS): a bare name
+(`backend: onnxruntime`, `backend: auto`) or that backend's own section
+(`backend: {type: tensorrt, device: cuda:1}`). Shared-field rule: `intra_op_threads` is the
+thread count of every CPU backend; a backend section's own `threads` overrides it when set.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from engine.backends import BACKENDS
 from engine.config.base import Section
+from engine.registry import PluginSection
 from engine.wire.security import Security
+
+BackendName = BACKENDS.name_type()
 
 
 class BatchingConfig(Section):
@@ -19,7 +29,10 @@ class BatchingConfig(Section):
 
 class EngineConfig(Section):
     artefact: str = Field("", description="engine artefact folder (mfvan-build-engine --out); empty = bundled demo")
-    backend: Literal["auto", "onnxruntime", "tensorrt", "torch"] = "auto"
+    backend: Annotated[PluginSection, BACKENDS.field()] = Field(
+        "auto", description="a backend name or {type: name, its options...}; auto = TensorRT when a plan "
+        "and TensorRT are here, else onnxruntime"
+    )
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     intra_op_threads: int = Field(2, ge=1, le=256)
     pair_endpoint: str = Field("tcp://127.0.0.1:5555", description="PULL: (onset, apex) pairs arrive here")
@@ -44,8 +57,8 @@ class BenchConfig(Section):
     """Schema of `mfvan-bench engine`."""
 
     engine: str = Field("", description="artefact folder; empty = the bundled demo artefact")
-    backends: list[Literal["onnxruntime", "tensorrt", "torch"]] = Field(
-        default_factory=lambda: ["onnxruntime", "tensorrt", "torch"], description="measured when available"
+    backends: list[BackendName] = Field(  # type: ignore[valid-type]
+        default_factory=BACKENDS.plugins, description="measured when available; default every registered one"
     )
     precisions: list[Literal["fp32", "fp16", "int8"]] = Field(default_factory=lambda: ["fp32", "fp16", "int8"])
     batch: int = Field(1, ge=1, le=1024)

@@ -10,13 +10,28 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+from pydantic import Field
 
+from engine.registry import PluginSection
 from streamer.faces.types import DetectorUnavailable, Face
 
 _FIVE = ((33, 133), (362, 263), (1,), (61,), (291,))
 
 
+class MediaPipeConfig(PluginSection):
+    """`faces.detector: {type: mediapipe, min_confidence: 0.5}`."""
+
+    max_faces: int | None = Field(None, ge=1, le=64, description="faces the mesh tracks; null = faces.max_faces")
+    min_confidence: float = Field(0.5, ge=0, le=1, description="FaceMesh min_detection_confidence")
+
+
 class MediaPipeDetector:
+    config = MediaPipeConfig
+
+    @classmethod
+    def from_config(cls, cfg: MediaPipeConfig, *, threads: int = 1) -> MediaPipeDetector:
+        return cls(cfg.max_faces or 8, cfg.min_confidence)
+
     def __init__(self, max_faces: int = 8, min_confidence: float = 0.5):
         try:
             import mediapipe as mp

@@ -7,13 +7,27 @@ integers (alignment needs sub-pixel points), shares one global session with defa
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 import cv2
 import numpy as np
-import onnxruntime as ort
+from pydantic import Field
 
+from engine.registry import PluginSection
 from streamer.faces.types import Face
 
 _MEAN_BGR = (104.0, 117.0, 127.0)  # subtracted per channel, B G R
+
+
+class RetinaFaceConfig(PluginSection):
+    """`faces.detector: {type: retinaface, ...}`; unset (null) options take the faces.* field of the same name."""
+
+    detect_width: int | None = Field(None, ge=64, description="input width of full-frame scans; null = faces.detect_width")
+    score_threshold: float | None = Field(None, ge=0, le=1, description="null = faces.score_threshold")
+    reanchor_width: int | None = Field(None, ge=0, description="input width of the crop around a tracked face at "
+                                       "each check; 0 = every check is a full scan; null = faces.reanchor_width")
+    nms_threshold: float = Field(0.4, gt=0, le=1, description="overlap (IoU) above which boxes merge")
 
 
 class RetinaFaceDetector:
@@ -25,6 +39,7 @@ class RetinaFaceDetector:
 
     def __init__(self, input_width: int = 320, score_threshold: float = 0.8, nms_threshold: float = 0.4,
                  threads: int = 1):
+        import onnxruntime as ort
         from retinaface.weights import WEIGHTS
 
         opts = ort.SessionOptions()
@@ -35,6 +50,20 @@ class RetinaFaceDetector:
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self._anchor_cache: dict[tuple[int, int], np.ndarray] = {}
+
+    config = RetinaFaceConfig
+
+    @classmethod
+    def from_config(cls, cfg: RetinaFaceConfig, *, threads: int = 1) -> RetinaFaceDetector:
+        return cls(cfg.detect_width or 320, 0.8 if cfg.score_threshold is None else cfg.score_threshold,
+                   cfg.nms_threshold, threads=threads)
+
+    @staticmethod
+    def roi(detect: Callable[..., list[Face]], cfg: RetinaFaceConfig) -> Callable[..., list[Face]] | None:
+        """Re-detection in crops around tracked faces at `reanchor_width` (detect takes `width=`)."""
+        if not cfg.reanchor_width:
+            return None
+        return functools.partial(detect, width=cfg.reanchor_width)
 
     def _anchors(self, width: int, height: int) -> np.ndarray:
         """(N, 4) anchors (cx, cy, w, h) in units of the input size, in the network's output order."""

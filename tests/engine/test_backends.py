@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine.artefact import load_artefact
+from engine.artefact import ArtefactError, load_artefact
 from engine.backends import BackendUnavailable, load_backend
 from engine.tensors import crops_to_nchw
 from tests.helpers.engine import face_pairs
@@ -67,9 +67,25 @@ def test_auto_picks_onnxruntime_without_a_plan(artefact) -> None:
     assert load_backend(artefact, "auto", "fp32", threads=1).name == "onnxruntime"
 
 
-def test_int8_needs_an_int8_model(artefact) -> None:
-    from engine.artefact import ArtefactError
+def test_config_sections_choose_the_backend_and_its_options(artefact) -> None:
+    """`engine.backend` (a bare name or the backend's own section) reaches the backend: its own
+    `threads` overrides engine.intra_op_threads, which applies while it is unset."""
+    from engine.config.engine import EngineConfig
 
+    def ort_threads(cfg: EngineConfig) -> int:
+        b = load_backend(artefact, cfg.backend, cfg.precision, threads=cfg.intra_op_threads)
+        assert b.name == "onnxruntime"
+        return b.session.get_session_options().intra_op_num_threads
+
+    assert ort_threads(EngineConfig(backend="onnxruntime", intra_op_threads=3)) == 3
+    assert ort_threads(EngineConfig(backend={"type": "onnxruntime", "threads": 1}, intra_op_threads=3)) == 1
+    tb = load_backend(artefact, EngineConfig(backend={"type": "torch", "device": "cpu", "threads": 1}).backend)
+    assert tb.name == "torch" and tb.device == "cpu"
+    with pytest.raises(ArtefactError, match="unknown backend 'ort'; choose from auto, onnxruntime, tensorrt, torch"):
+        load_backend(artefact, "ort")
+
+
+def test_int8_needs_an_int8_model(artefact) -> None:
     with pytest.raises(ArtefactError, match="no INT8 model.*mfvan-build-engine"):
         load_backend(artefact, "onnxruntime", "int8")
 

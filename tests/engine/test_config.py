@@ -133,3 +133,41 @@ def test_mutated_yaml_gives_located_errors_never_tracebacks(tmp_path: Path, targ
     except ConfigError as err:
         for problem in err.problems:
             assert re.match(rf"^{re.escape(str(cfg))}:\d+: \S", problem), problem
+
+
+def test_plugin_choices_keep_their_keys_and_name_their_lines(tmp_path: Path) -> None:
+    """`engine.backend: onnxruntime` and `faces.detector: retinaface` (bare names) still load; a
+    plugin's own section validates its options and errors keep `file:line: key: message`."""
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("engine:\n  backend: onnxruntime\n  intra_op_threads: 3\nfaces:\n  detector: retinaface\n"
+                  "  detect_width: 400\n  score_threshold: 0.7\n  reanchor_width: 128\n")
+    cfg = load_config(StreamdConfig, ok, environ={})
+    assert cfg.engine.backend.type == "onnxruntime" and cfg.engine.intra_op_threads == 3
+    d = cfg.faces.detector_options()
+    assert (d.type, d.detect_width, d.score_threshold, d.reanchor_width) == ("retinaface", 400, 0.7, 128)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("engine:\n  backend:\n    type: tensorrt\n    threads: 2\nfaces:\n  detector: dlib\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(StreamdConfig, bad, environ={})
+    assert err.value.problems == [
+        f"{bad}:6: faces.detector: unknown face detector 'dlib'; choose from insightface, mediapipe, retinaface",
+        f"{bad}:4: engine.backend.threads: unknown key (misspelt? see --print-config for the valid keys)",
+    ]
+    env = {"MFVAN_ENGINE__BACKEND": "torch"}
+    assert load_config(StreamdConfig, ok, environ=env).engine.backend.type == "torch"
+
+
+@pytest.mark.parametrize("command", [["engine.server_cli", "--backend", "torch"], ["streamer.daemon"]])
+def test_printed_plugin_sections_load_back(tmp_path: Path, command: list[str]) -> None:
+    code = f"import sys; from {command[0]} import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", code, *command[1:], "--print-config"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    printed = yaml.safe_load(proc.stdout)
+    backend = (printed.get("engine") or printed)["backend"]
+    assert backend["type"] == ("torch" if "--backend" in command else "auto")
+    out = tmp_path / "effective.yaml"
+    out.write_text(proc.stdout)
+    again = subprocess.run([sys.executable, "-c", code, "--config", str(out), "--print-config"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == proc.stdout

@@ -114,3 +114,95 @@ def test_roi_checks_reanchor_in_frame_coordinates_and_scans_find_new_faces() -> 
     for _ in range(29, 31):
         tracks = tracker.update(both)
     assert len(tracks) == 2 and scans["n"] == 2  # the scan at frame 30 found the second face
+
+
+def test_detector_by_name_keeps_the_shared_faces_keys() -> None:
+    """`faces.detector: retinaface` plus the shared faces.* keys mean what they meant before;
+    the detector's own section overrides them for itself only."""
+    import pytest
+    from pydantic import ValidationError
+
+    from streamer.config import FacesConfig
+    from streamer.pipeline import make_detector, roi_detector
+
+    cfg = FacesConfig(detector="retinaface", detect_width=400, score_threshold=0.6, reanchor_width=0)
+    det = make_detector(cfg).__self__
+    assert (det.input_width, det.score_threshold) == (400, 0.6)
+    assert roi_detector(cfg, det.detect) is None  # reanchor_width 0: every check is a full scan
+    own = FacesConfig(detector={"type": "retinaface", "detect_width": 480, "reanchor_width": 128}, detect_width=400)
+    det = make_detector(own).__self__
+    assert (det.input_width, det.score_threshold) == (480, 0.8)
+    assert roi_detector(own, det.detect).keywords == {"width": 128}
+    assert FacesConfig(detector="mediapipe", max_faces=3).detector_options().max_faces == 3
+    with pytest.raises(ValidationError) as err:
+        FacesConfig(detector={"type": "mediapipe", "pack": "buffalo_l"})
+    assert err.value.errors()[0]["loc"] == ("detector", "pack")
+    with pytest.raises(ValidationError, match="unknown face detector 'dlib'; choose from insightface, mediapipe, retinaface"):
+        FacesConfig(detector="dlib")
+
+
+def test_a_detector_registered_at_run_time_runs_in_the_real_pipeline() -> None:
+    """A detector added through the registry alone (its class and section live in this test)
+    is chosen by config, built with its own options, asked for its `roi` hook, and the
+    real Pipeline tracks the face and spots the clip's micro-expression with it."""
+    from pydantic import Field
+
+    from engine.registry import PluginSection
+    from streamer.capture import Frame
+    from streamer.config import FacesConfig, SpotterConfig
+    from streamer.faces import DETECTORS
+    from streamer.faces.types import Face
+    from streamer.harness.clip import ClipEvent, render_test_clip
+    from streamer.pipeline import Pipeline
+    from streamer.spotting.evaluate import iou
+
+    _, lm = _base()
+    lm = np.asarray(lm, np.float32)
+    calls = {"full": 0, "roi": 0}
+
+    class KnownFaceConfig(PluginSection):
+        margin: float = Field(0.5, gt=0, le=2, description="box margin around the landmarks, in eye distances")
+        score_threshold: float | None = None  # shared with faces.score_threshold
+
+    class KnownFace:
+        """Reports the face where the clip renders it (the clip's ground-truth landmarks)."""
+
+        config = KnownFaceConfig
+
+        def __init__(self, margin: float, score: float, threads: int):
+            self.margin, self.score, self.threads = margin, score, threads
+
+        @classmethod
+        def from_config(cls, cfg: KnownFaceConfig, *, threads: int = 1):
+            return cls(cfg.margin, cfg.score_threshold, threads)
+
+        @staticmethod
+        def roi(detect, cfg):
+            calls["roi"] += 1
+            return None  # no crop detector: every check is a full scan
+
+        def detect(self, frame_bgr):
+            calls["full"] += 1
+            pad = self.margin * float(np.linalg.norm(lm[1] - lm[0]))
+            box = np.array([*(lm.min(0) - pad), *(lm.max(0) + pad)], np.float32)
+            return [Face(box, lm.copy(), 1.0)]
+
+    DETECTORS.register("known", KnownFace)
+    try:
+        faces = FacesConfig(detector={"type": "known", "margin": 0.8}, score_threshold=0.3)
+        truth = ClipEvent(200, 230, 262, "brow", 2.5)
+        clip = render_test_clip(420, [truth], 200.0, seed=3, noise=1.5)
+        pipe = Pipeline(faces, SpotterConfig(), 200.0)
+        det = pipe.tracker.detector.__self__
+        assert isinstance(det, KnownFace) and (det.margin, det.score, det.threads) == (0.8, 0.3, 1)
+        events = []
+        for i, f in enumerate(clip):
+            events += pipe.process(Frame(i, round(i * 1e9 / 200.0), f))
+        events += pipe.flush()
+    finally:
+        DETECTORS.unregister("known")
+    assert calls["full"] >= 420 // 20 and calls["roi"] == 1, calls
+    assert len(pipe.spotters) == 1
+    micro = [e for e in events if e.kind == "micro"]
+    assert max((iou((e.onset, e.offset), (truth.onset, truth.offset)) for e in micro), default=0.0) >= 0.5, \
+        [(e.kind, e.onset, e.offset) for e in events]

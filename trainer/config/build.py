@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from engine.backends import BACKENDS
 from engine.config.base import Section
 
 
@@ -13,7 +14,7 @@ class BuildConfig(Section):
     """Schema of `mfvan-build-engine` (every field is also a command-line flag)."""
 
     checkpoint: str = Field("", description="trainer checkpoint; empty = the bundled demo checkpoint")
-    backend: Literal["onnxruntime", "tensorrt", "torch"] = "onnxruntime"
+    backend: BACKENDS.name_type() = Field("onnxruntime", description="the backend the artefact is built for")  # type: ignore[valid-type]
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     out: str = Field("", description="artefact folder to write")
     max_batch: int = Field(8, ge=1, le=1024, description="largest batch the artefact serves (TensorRT profile max)")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
+from engine.backends import BACKENDS
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.engine import EngineConfig
 from engine.process import LOG_LEVELS, run_process
@@ -22,7 +23,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Serve an engine artefact: PULL (onset, apex) pairs, PUB labelled results with heatmaps.",
     )
     p.add_argument("--artefact", metavar="DIR", help="artefact folder (default: the bundled demo artefact)")
-    p.add_argument("--backend", choices=["auto", "onnxruntime", "tensorrt", "torch"])
+    p.add_argument("--backend", choices=BACKENDS.names(), help="a registered backend (its options: engine.backend in --config)")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"])
     p.add_argument("--pair-endpoint", metavar="URL", help="PULL endpoint pairs arrive on")
     p.add_argument("--pub-endpoint", metavar="URL", help="PUB endpoint results leave from")

@@ -97,9 +97,10 @@ class Registry(Generic[T]):
     def unregister(self, name: str) -> None:
         self._added.pop(name, None)
 
-    def unknown(self, name: object) -> str:
-        known = ", ".join(self.names()) or "none is registered: is mfvan installed (pip install -e .)?"
-        return f"unknown {self.kind} {name!r}; choose from {known}"
+    def unknown(self, name: object, allowed: list[str] | None = None) -> str:
+        """The one-line error for a name that is not among `allowed` (default: every name)."""
+        known = ", ".join(self.names() if allowed is None else allowed)
+        return f"unknown {self.kind} {name!r}; choose from {known or 'none is registered: is mfvan installed (pip install -e .)?'}"
 
     def load(self, name: str) -> type[T]:
         """The class registered as `name`, imported now (its runtime may still import lazily)."""
@@ -186,10 +187,7 @@ class Registry(Generic[T]):
         def check(name: str) -> str:
             allowed = self.names() if builtin else self.plugins()
             if name not in allowed:
-                known = ", ".join(allowed) or "none is registered: is mfvan installed (pip install -e .)?"
-                raise PydanticCustomError(
-                    "unknown_plugin", "{message}", {"message": f"unknown {self.kind} {name!r}; choose from {known}"}
-                )
+                raise PydanticCustomError("unknown_plugin", "{message}", {"message": self.unknown(name, allowed)})
             return name
 
         return Annotated[str, AfterValidator(check), WithJsonSchema({"type": "string", "description": f"a {self.kind} name"})]

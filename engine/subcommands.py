@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 
+from engine.process import setup_logging
+
 # shown before the module's own summary; order is the help's order
 HELP = {
     "mfvan.bench": {
@@ -57,6 +59,7 @@ def _dispatch(prog: str, group: str, argv: Sequence[str] | None) -> int:
         known = ", ".join(table) or "none: is mfvan installed (pip install -e .)?"
         print(f"{prog}: unknown subcommand {name!r}; choose from {known}", file=sys.stderr)
         return 2
+    setup_logging("WARNING")  # the one format (engine/process.py); a subcommand may raise it
     try:
         func = table[name].load()
     except ModuleNotFoundError as exc:

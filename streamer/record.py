@@ -56,11 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
     p.add_argument("--ring", type=int, default=1024, help="frames buffered between grab and write")
     from engine.config.cli import add_config_args, config_from_args
+    from engine.process import setup_logging
     from streamer.config import CaptureConfig
 
     add_config_args(p)
     args = p.parse_args(argv)
     config_from_args(args, CaptureConfig)  # --print-config / --validate-config for the capture section
+    setup_logging("WARNING")  # the capture code warns through logging
     try:
         source = open_source(args.video or "", args.camera, args.fps if args.camera is not None or
                              (args.video and Path(args.video).is_dir()) else None,

@@ -82,3 +82,15 @@ def test_import_contracts_catch_a_deliberate_violation(tmp_path: Path, where: st
     broken = [ln for ln in r.stdout.splitlines() if " BROKEN" in ln]
     assert len(broken) >= 1 and any(contract in ln for ln in broken), r.stdout
     assert Path(where).stem in r.stdout
+
+
+def test_the_wire_imports_only_itself() -> None:
+    """Stated the other way round from the forbidden contract (which lists what exists today):
+    whatever is added to the engine later, engine.wire reaches no project module outside it."""
+    import grimp
+
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    wire = {m for m in graph.modules if m == "engine.wire" or m.startswith("engine.wire.")}
+    outside = sorted(f"{m} -> {dep}" for m in wire for dep in graph.find_modules_directly_imported_by(m)
+                     if dep.split(".")[0] in PACKAGES and dep not in wire and dep != "engine")
+    assert len(wire) >= 3 and not outside, outside

@@ -15,7 +15,11 @@ foreground, `mfvan-streamd` in a spawned child. Why these choices:
   the message refused for all subscribers. Isolation is the default because one stalled
   client must not starve the others.
 - The PULL and PUB sockets live in two ZeroMQ contexts, so each may run its own CURVE
-  allow-list (ZAP) handler; one context allows only one.
+  allow-list (ZAP) handler; one context allows only one. The allow-list is re-read when its
+  folder changes (or on SIGHUP); when a key disappears every connection of that socket is
+  closed, so each client must authenticate again and the revoked one cannot.
+- Subscriptions are checked and counted per peer as distinct topics (`Subscriptions`): one
+  peer can exhaust only its own share, and its share is freed when it leaves.
 - The artefact is verified (sha256 of every file, I/O spec) before any socket is bound, so a
   corrupt model fails at start with the rebuild command instead of serving garbage.
 """
@@ -25,12 +29,18 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
+import struct
+import threading
 import time
+from collections import Counter
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from engine.artefact import Artefact, ArtefactError, load_artefact
 from engine.backends import Backend, BackendUnavailable, check_outputs, load_backend
@@ -58,14 +68,21 @@ from engine.wire.protocol import (
     now_ns,
     topic,
 )
-from engine.wire.security import SecurityError, secure_bind, secure_connect
+from engine.wire.security import Guard, SecurityError, curve_enabled, secure_bind, secure_connect
 
 log = logging.getLogger("mfvan.engine")
 STATUS_EVERY_S = 5.0
 
 
-MAX_SUBSCRIPTIONS = 4096
+MAX_SUBSCRIPTIONS = 4096  # distinct topics held over all peers
+MAX_TOPICS_PER_PEER = 256  # distinct topics one peer (a host over TCP, a local process over ipc) may hold
 MAX_SUBSCRIPTION_BYTES = 1 + len("status/") + 64 + 1  # flag byte + longest kind + 64-byte name + "/"
+# With CURVE the XPUB's ZMQ_MAXMSGSIZE also limits the handshake commands (HELLO is 200 bytes,
+# INITIATE ~260 plus metadata) and every encrypted frame (+33 bytes of box): a limit of 73
+# made every CURVE subscriber fail its handshake. Such a socket gets this limit instead, and
+# the engine bounds the subscription length itself (valid_topic: at most 71 bytes applied).
+CURVE_XPUB_MAXMSGSIZE = 512
+HOUSEKEEPING_S = 0.2  # socket monitors, allow-list changes
 _KINDS = (TOPIC_LABEL.encode(), TOPIC_MACRO.encode(), TOPIC_STATUS.encode(), TOPIC_HEARTBEAT.encode())
 
 
@@ -78,6 +95,175 @@ def valid_topic(topic: bytes) -> bool:
             name, _, tail = topic[len(kind):].partition(b"/")
             return 0 < len(name) <= 64 and tail == b""
     return False
+
+
+def peer_key(address: str) -> str:
+    """The peer behind libzmq's Peer-Address: the IP for TCP, `unix:uid:gid:pid` for ipc."""
+    if address.startswith("localhost:"):  # AF_UNIX: getnameinfo's "localhost" + ":uid:gid:pid"
+        return "unix:" + address.split(":", 1)[1]
+    return address
+
+
+def _peer_of(frame: zmq.Frame) -> str | None:
+    """None when libzmq attached no metadata: the unsubscriptions it sends for a departed peer."""
+    try:
+        return peer_key(frame.get("Peer-Address"))
+    except zmq.ZMQError:
+        return None
+
+
+def _describe(fd: int) -> tuple[str | None, tuple | None]:
+    """(peer key, identity of the connection) of a socket fd owned by libzmq; read on a dup."""
+    try:
+        s = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return None, None
+    try:
+        if s.family == socket.AF_UNIX:
+            so_peercred = getattr(socket, "SO_PEERCRED", None)
+            if so_peercred is None:
+                return None, None
+            pid, uid, gid = struct.unpack("3i", s.getsockopt(socket.SOL_SOCKET, so_peercred, 12))
+            return f"unix:{uid}:{gid}:{pid}", (s.family, s.getsockname(), pid, uid, gid)
+        peer = s.getpeername()
+        return peer[0], (s.family, s.getsockname(), peer)
+    except OSError:
+        return None, None
+    finally:
+        s.close()
+
+
+class Connections:
+    """The accepted connections of one bound socket, from its monitor: fd -> peer.
+
+    Why: libzmq names the peer of each subscription (Peer-Address) but neither says when a peer
+    has no connection left nor lets the owner drop a connection. The monitor gives the fd of
+    every accepted and closed connection: the subscription table forgets a peer that left, and
+    a revoked allow-list key closes every connection (shutdown on the fd; libzmq sees the peer
+    go, and each client's socket reconnects and must pass the allow-list again).
+    """
+
+    def __init__(self, sock: zmq.Socket):
+        self.sock = sock
+        self.mon = sock.get_monitor_socket(zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED)
+        self.fds: dict[int, tuple[str | None, tuple | None]] = {}
+        self.live: Counter[str] = Counter()
+
+    def _closed(self, fd: int, gone: list[str]) -> None:
+        key, _ = self.fds.pop(fd, (None, None))
+        if key is not None:
+            self.live[key] -= 1
+            if self.live[key] <= 0:
+                del self.live[key]
+                gone.append(key)
+
+    def poll(self, limit: int = 1000) -> list[str]:
+        """Apply the queued events; returns the peers whose last connection closed."""
+        gone: list[str] = []
+        for _ in range(limit):
+            try:
+                msg = recv_monitor_message(self.mon, zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            fd = int(msg["value"])
+            if msg["event"] == zmq.EVENT_ACCEPTED:
+                self._closed(fd, gone)  # a reused fd: its earlier connection is gone (event lost)
+                key, ident = _describe(fd)
+                self.fds[fd] = (key, ident)
+                if key is not None:
+                    self.live[key] += 1
+            elif msg["event"] == zmq.EVENT_DISCONNECTED:
+                self._closed(fd, gone)
+        return gone
+
+    def drop_all(self) -> int:
+        """Close every accepted connection that is still the one recorded for its fd."""
+        dropped = 0
+        for fd, (_key, ident) in list(self.fds.items()):
+            if ident is None or _describe(fd)[1] != ident:
+                continue  # closed, or the fd number now belongs to another connection
+            try:
+                s = socket.socket(fileno=os.dup(fd))
+            except OSError:
+                continue
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+                dropped += 1
+            except OSError:
+                pass
+            finally:
+                s.close()
+        return dropped
+
+    def close(self) -> None:
+        try:
+            self.sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        self.mon.close(0)
+
+
+class Subscriptions:
+    """The mfvan topics applied on the XPUB, as distinct topics per peer.
+
+    Why this shape: XPUB_MANUAL hands the engine every subscribe *message* (a peer may repeat
+    one 4,200 times), but when a peer leaves libzmq sends one unsubscription per distinct
+    topic and without saying whose. Counting messages against one global cap let a single
+    anonymous peer fill it, and the cap stayed full after it left. Here a topic counts once per
+    peer, a peer may hold `per_peer` distinct topics and all peers together `total`, so a peer
+    can exhaust only its own share. A peer's topics are freed when its last connection closes
+    (socket monitor), and topic by topic by the departure unsubscriptions where only one peer
+    held the topic (a topic several peers hold stays until the last of them has gone).
+    """
+
+    def __init__(self, per_peer: int = MAX_TOPICS_PER_PEER, total: int = MAX_SUBSCRIPTIONS):
+        self.per_peer = per_peer
+        self.total = total
+        self.by_peer: dict[str, set[bytes]] = {}
+        self.holders: dict[bytes, set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self.holders)
+
+    def add(self, peer: str, topic: bytes) -> str | None:
+        """Record `topic` for `peer`; returns why it is refused, or None (apply it)."""
+        held = self.by_peer.get(peer, set())
+        if topic in held:
+            return None  # a repeat (or the same peer's second connection): applied, not counted again
+        if len(held) >= self.per_peer:
+            return f"this peer already holds {self.per_peer} topics"
+        if topic not in self.holders and len(self.holders) >= self.total:
+            return f"{self.total} distinct topics are held in all"
+        self.by_peer.setdefault(peer, set()).add(topic)
+        self.holders.setdefault(topic, set()).add(peer)
+        return None
+
+    def remove(self, peer: str | None, topic: bytes) -> None:
+        """`peer` None: a departed peer's unsubscription, attributed when only one peer held it."""
+        if peer is None:
+            peers = self.holders.get(topic, ())
+            if len(peers) != 1:
+                return
+            peer = next(iter(peers))
+        held = self.by_peer.get(peer)
+        if not held or topic not in held:
+            return
+        held.discard(topic)
+        if not held:
+            del self.by_peer[peer]
+        peers = self.holders[topic]
+        peers.discard(peer)
+        if not peers:
+            del self.holders[topic]
+
+    def forget(self, peer: str) -> None:
+        for t in list(self.by_peer.get(peer, ())):
+            self.remove(peer, t)
+
+
+def _ipc_file(endpoint: str) -> Path | None:
+    path = endpoint[len("ipc://"):] if endpoint.startswith("ipc://") else ""
+    return Path(path) if path and not path.startswith("@") else None
 
 
 class StopEvent(Protocol):
@@ -99,9 +285,10 @@ def _open(cfg: EngineConfig, kind: int, endpoint: str):
         # subscriptions are checked by the engine before they are applied (_drain_subscriptions)
         sock.setsockopt(zmq.XPUB_MANUAL, 1)
         # libzmq itself keeps every subscription a peer sends (even in manual mode, to undo them
-        # when the peer leaves): a peer sending one longer than any mfvan topic is disconnected
-        # by the transport, which frees everything it subscribed
-        sock.maxmsgsize = MAX_SUBSCRIPTION_BYTES
+        # when the peer leaves): without CURVE a peer sending one longer than any mfvan topic is
+        # disconnected by the transport, which frees everything it subscribed. With CURVE the
+        # same limit would refuse the handshake itself (see CURVE_XPUB_MAXMSGSIZE).
+        sock.maxmsgsize = CURVE_XPUB_MAXMSGSIZE if curve_enabled(cfg.security) else MAX_SUBSCRIPTION_BYTES
         if cfg.pub_nodrop:
             sock.setsockopt(zmq.XPUB_NODROP, 1)
     else:
@@ -136,7 +323,11 @@ class EngineServer:
         self.metrics = EngineMetrics(self.engine_id, self.max_batch)
         self.ratelog = RateLimitedLog(log)
         self._hb_seq = 0
-        self._subscriptions = 0
+        self.subs = Subscriptions()
+        self._conns: dict[str, Connections] = {}  # "pairs"/"pub" -> monitor of a bound socket
+        self._guards: dict[str, Guard] = {}  # "pairs"/"pub" -> allow-list in force there
+        self._ipc: list[tuple[Path, int]] = []  # ipc socket files we bound (path, inode)
+        self._reload = False
         m = artefact.manifest
         # announced in every engine Status: subscribers learn the class list and model identity
         self.model_info = ModelInfo(name=m.model_name, sha256=m.model_sha256, labels=tuple(self.labels),
@@ -155,13 +346,35 @@ class EngineServer:
             self.close()
             raise
         self._closers = [a for a in (auth_in, auth_out) if a is not None] + [ctx_in, ctx_out]
+        for name, sock, endpoint, guard in (("pairs", self.pull, self.cfg.pair_endpoint, auth_in),
+                                            ("pub", self.pub, self.cfg.pub_endpoint, auth_out)):
+            if guard is not None:
+                self._guards[name] = guard
+            if self.cfg.bind:
+                self._conns[name] = Connections(sock)
+                path = _ipc_file(endpoint)
+                if path is not None:
+                    try:
+                        self._ipc.append((path, path.stat().st_ino))
+                    except OSError:
+                        pass
         if self.cfg.metrics_port:
             self._http = self.metrics.serve(self.cfg.metrics_port)
 
     def close(self) -> None:
+        for conns in self._conns.values():
+            conns.close()
+        self._conns = {}
         for sock in (getattr(self, "pull", None), getattr(self, "pub", None)):
             if sock is not None:
                 sock.close(0)
+        for path, inode in self._ipc:  # ours only: another engine may have bound the path since
+            try:
+                if path.stat().st_ino == inode:
+                    path.unlink()
+            except OSError:
+                pass
+        self._ipc = []
         for c in self._closers:
             if isinstance(c, zmq.Context):
                 c.term()
@@ -286,28 +499,52 @@ class EngineServer:
         topics grows the engine's memory without bound (≈100 MB per 10,000 topics of 300 B)
         while none of them can ever match. A topic is applied only when it can match an mfvan
         topic (a prefix of `label/`, `macro/`, `status/`, `hb/`, or one of those plus a name of
-        1..64 bytes, with or without its trailing slash), and at most MAX_SUBSCRIPTIONS are held.
+        1..64 bytes, with or without its trailing slash), within the peer's share and the total
+        (`Subscriptions`). Unsubscriptions of what was never applied are ignored, not counted.
         """
         for _ in range(10_000):  # bounded: heartbeats and batches must not wait on a flood
             try:
-                frames = self.pub.recv_multipart(zmq.NOBLOCK)
+                frames = self.pub.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
-            msg = frames[0] if len(frames) == 1 else b""
-            if not msg or msg[0] not in (0, 1) or not valid_topic(msg[1:]):
+                break
+            msg = frames[0].bytes if len(frames) == 1 else b""
+            if msg[:1] == b"\x00" and valid_topic(msg[1:]):
+                peer = _peer_of(frames[0])
+                if peer is not None:
+                    self.pub.setsockopt(zmq.UNSUBSCRIBE, msg[1:])  # applies to the pipe it came from
+                self.subs.remove(peer, msg[1:])
+            elif msg[:1] == b"\x00":
+                continue  # never applied: nothing to undo (libzmq reports junk topics on exit too)
+            elif msg[:1] != b"\x01" or not valid_topic(msg[1:]):
                 self._reject_subscription(msg)
                 continue
-            topic = msg[1:]
-            if msg[0] == 1:
-                if self._subscriptions >= MAX_SUBSCRIPTIONS:
-                    self._reject_subscription(msg, f"over the cap of {MAX_SUBSCRIPTIONS}")
-                    continue
-                self.pub.setsockopt(zmq.SUBSCRIBE, topic)  # applies to the pipe it came from
-                self._subscriptions += 1
             else:
-                self.pub.setsockopt(zmq.UNSUBSCRIBE, topic)
-                self._subscriptions = max(0, self._subscriptions - 1)
-            self.metrics.subscriptions.set(self._subscriptions)
+                why = self.subs.add(_peer_of(frames[0]) or "", msg[1:])
+                if why is not None:
+                    self._reject_subscription(msg, why)
+                    continue
+                self.pub.setsockopt(zmq.SUBSCRIBE, msg[1:])  # applies to the pipe it came from
+        self.metrics.subscriptions.set(len(self.subs))
+
+    def _housekeeping(self) -> None:
+        """Peers that left free their topics; a revoked allow-list key closes the connections."""
+        self._drain_subscriptions()  # first: what a departed peer sent before it left
+        for name, conns in self._conns.items():
+            gone = conns.poll()
+            if name == "pub":
+                for peer in gone:
+                    self.subs.forget(peer)
+        self.metrics.subscriptions.set(len(self.subs))
+        reload, self._reload = self._reload, False
+        for name, guard in self._guards.items():
+            if reload:
+                guard.allow.reload()
+            removed = guard.allow.refresh()
+            if removed:
+                conns = self._conns.get(name)
+                n = conns.drop_all() if conns is not None else 0
+                log.warning("allow-list %s: %d key(s) removed; closed %d %s connection(s) so every client "
+                            "authenticates again", guard.allow.folder, len(removed), n, name)
 
     def _reject_subscription(self, msg: bytes, why: str = "not an mfvan topic") -> None:
         self.metrics.subscriptions_rejected.inc()
@@ -323,6 +560,11 @@ class EngineServer:
         deadline: float | None = None
         next_hb = time.monotonic()
         next_status = next_hb + STATUS_EVERY_S
+        next_housekeeping = time.monotonic()
+        restore_hup = None
+        if self._guards and threading.current_thread() is threading.main_thread():
+            # SIGHUP re-reads the allow-list now (changes are also noticed by themselves)
+            restore_hup = signal.signal(signal.SIGHUP, lambda *_: setattr(self, "_reload", True))
         self.metrics.up.set(1)
         self.status("running")
         log.info(
@@ -359,6 +601,11 @@ class EngineServer:
             if now >= next_status:
                 self.status("running")
                 next_status = now + STATUS_EVERY_S
+            if now >= next_housekeeping:
+                self._housekeeping()
+                next_housekeeping = now + HOUSEKEEPING_S
+        if restore_hup is not None:
+            signal.signal(signal.SIGHUP, restore_hup)
         if pending:
             self.infer(pending)
         self.status("stopping")

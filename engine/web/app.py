@@ -137,11 +137,15 @@ class Hub:
             age = (now - self.seen_ns.get(comp, now)) / 1e9
             state = st.get("state", "unknown")
             engine = comp in self.beats or st.get("model") is not None
+            stopped = state == "stopping"  # said goodbye: stopped on purpose, not down
+            if stopped and age > 600:
+                continue  # long gone: off the dashboard
             healthy = age < self.cfg.stale_s and state in ("running", "starting", "unknown")
             out[comp] = {"component": comp, "role": "engine" if engine else "streamer", "state": state,
-                         "age_s": round(age, 2), "healthy": healthy,
+                         "age_s": round(age, 2), "healthy": healthy, "stopped": stopped,
                          "hb_seq": self.beats.get(comp, ({}, ""))[0].get("seq"),
-                         "why": "" if healthy else (f"silent for {age:.1f} s" if age >= self.cfg.stale_s else state)}
+                         "why": "" if healthy else "stopped" if stopped else
+                         (f"silent for {age:.1f} s" if age >= self.cfg.stale_s else state)}
         return out
 
     def bridge_message(self, client: Client | None) -> dict:

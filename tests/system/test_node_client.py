@@ -111,3 +111,46 @@ def test_node_client_matches_mfvan_sub_on_a_live_replay(tmp_path: Path, artefact
             assert a["heatmap_sha256"] == checksums[a["seq"]]
     engine_status = [js_by[k] for k in common if k[0] == "status" and js_by[k].get("model")]
     assert engine_status and engine_status[0]["model"]["labels"] == list(py_by[results[0]]["probs"])
+
+
+def test_node_client_reads_a_curve_pub_with_mfvan_keys_files(tmp_path: Path) -> None:
+    """The key-file format of docs/protocol.md (ZeroMQ certificates from `mfvan-keys`) is all a
+    non-Python client needs for CURVE with a client allow-list."""
+    import zmq
+
+    from engine.wire import protocol as P
+    from engine.wire.security import Security, secure_bind
+    from streamer.harness.procs import free_port
+
+    keys = tmp_path / "keys"
+    for args in (["server"], ["client", "nodejs"]):
+        subprocess.run([str(BIN / "mfvan-keys"), *args, "--dir", str(keys)], check=True, capture_output=True)
+    sec = Security(server_secret_key=str(keys / "server.key_secret"), client_allow_dir=str(keys / "clients"))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUB)
+    sock.linger = 0
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    auth = secure_bind(sock, endpoint, sec)
+    node = subprocess.Popen([NODE, "sub.mjs", "--endpoint", endpoint, "--heartbeats", "--timeout", "20",
+                             "--server-key", str(keys / "server.key"), "--client-key", str(keys / "nodejs.key_secret")],
+                            cwd=NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        seq = 0
+        deadline = time.monotonic() + 30
+        while node.poll() is None and time.monotonic() < deadline:
+            seq += 1
+            sock.send_multipart(P.encode(P.Heartbeat(component="curve-engine", seq=seq, ts_ns=P.now_ns()), (),
+                                         P.topic(P.TOPIC_HEARTBEAT, "curve-engine")))
+            time.sleep(0.1)
+            if seq == 30:
+                node.send_signal(signal.SIGTERM)
+        out, err = node.communicate(timeout=20)
+    finally:
+        if node.poll() is None:
+            node.kill()
+        sock.close(0)
+        if auth is not None:
+            auth.stop()
+        ctx.term()
+    beats = [json.loads(line) for line in out.splitlines() if line.strip()]
+    assert beats and all(b["type"] == "hb" and b["component"] == "curve-engine" for b in beats), err

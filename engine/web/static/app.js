@@ -78,6 +78,12 @@ function showResult(cam, msg) {
   probs.append(el("div", { class: "meta", text: `frames ${msg.onset_index}→${msg.apex_index}→${msg.offset_index} · ` +
     `${ms.toFixed(0)} ms · track ${msg.track} · seq ${msg.seq} · latency ${msg.latency_ms?.toFixed(0) ?? "?"} ms` +
     (msg.gap ? ` · ${msg.gap} lost before` : "") }));
+  const thumbs = el("div", { class: "thumbs" });
+  for (const [name, png] of Object.entries(msg.heatmaps || {})) {
+    thumbs.append(el("figure", {}, el("img", { src: `data:image/png;base64,${png}`, alt: `${name} heatmap` }),
+      el("figcaption", { text: name })));
+  }
+  probs.append(thumbs);
   box.append(img, probs);
 }
 
@@ -132,9 +138,11 @@ function drawHealth() {
     const st = state.engines.get(h.component)?.status;
     const model = st?.model ? `${st.model.name} [${st.model.labels.join(", ")}] ${st.model.backend}/${st.model.precision}` : "";
     const c = st?.counters ?? {};
-    return el("div", { class: "engine", "data-component": h.component, "data-healthy": String(h.healthy),
+    return el("div", { class: `engine${h.stopped ? " stopped" : ""}`, "data-component": h.component,
+      "data-healthy": String(h.healthy),
       "data-testid": "engine" },
-      el("span", { class: `pill ${h.healthy ? "ok" : "bad"}`, text: h.healthy ? "engine ok" : "ENGINE DOWN" }),
+      el("span", { class: `pill ${h.healthy ? "ok" : h.stopped ? "" : "bad"}`,
+        text: h.healthy ? "engine ok" : h.stopped ? "engine stopped" : "ENGINE DOWN" }),
       ` ${h.component} · hb ${h.hb_seq ?? "-"} · ${h.healthy ? `${h.age_s.toFixed(1)} s ago` : h.why}`,
       el("span", { class: "muted", text: ` · ${model} · pairs ${c.pairs_in ?? 0} → results ${c.results_out ?? 0}` }));
   }));
@@ -142,10 +150,13 @@ function drawHealth() {
     const h = state.health[`streamer-${cam.name}`];
     const pill = $("[data-role=health]", cam.root);
     if (!h) continue;
-    cam.root.dataset.healthy = String(h.healthy);
+    cam.root.dataset.healthy = String(h.healthy || h.stopped);
     pill.className = `pill ${h.healthy ? (h.state === "running" ? "ok" : "warn") : "bad"}`;
-    const engineDown = Object.values(state.health).some((e) => e.role === "engine" && !e.healthy);
-    pill.textContent = h.healthy ? h.state : `unhealthy: ${h.why}${engineDown ? " (its status comes through the engine)" : ""}`;
+    const engineDown = Object.values(state.health).some((e) => e.role === "engine" && !e.healthy && !e.stopped);
+    cam.root.dataset.stopped = String(h.stopped);
+    if (h.stopped) pill.className = "pill";
+    pill.textContent = h.healthy ? h.state : h.stopped ? "stopped (replay ended)"
+      : `unhealthy: ${h.why}${engineDown ? " (its status comes through the engine)" : ""}`;
   }
   const b = state.bridge;
   if (b) {

@@ -109,7 +109,7 @@ function drawTimeline(cam) {
     const width = Math.max(0.4, ((ev.offset - ev.onset) / span) * 100);
     const tick = el("div", { class: `tick ${ev.kind}`, style: `left:${left}%;width:${width}%`, title: ev.label });
     if (ev.kind === "micro" && left - lastLabel > 9) { // labels that would overlap are left to the tooltip
-      tick.append(el("span", { text: ev.label }));
+      tick.append(el("span", { text: ev.label, style: left > 85 ? "left:auto;right:0" : "" }));
       lastLabel = left;
     }
     line.append(tick);

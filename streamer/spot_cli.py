@@ -29,7 +29,7 @@ def replay(path: str, cfg: StreamdConfig, fps: float | None, detector, progress:
     from tqdm import tqdm
 
     src = open_source(path, None, fps)
-    pipe = Pipeline(cfg.faces, cfg.spotter, src.fps, detector=detector, keep_crops=False, **pipe_kw)
+    pipe = Pipeline(cfg.faces, cfg.spotter, src.fps, detector=detector, **{"keep_crops": False, **pipe_kw})
     total = len(src.paths) if hasattr(src, "paths") else int(src.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0) or None
     events: list[SpottedEvent] = []
     period = 1e9 / src.fps

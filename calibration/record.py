@@ -60,7 +60,8 @@ def record(endpoint: str, count: int, labels: list[str], *, bind: bool = True, t
         sock.close(0)
     if not onsets:
         raise SystemExit(f"no pairs received on {endpoint}")
-    pairs = PairSet(np.stack(onsets), np.stack(apexes), np.full(len(onsets), -1, np.int64), list(labels), subjects)
+    pairs = PairSet(onset=np.stack(onsets), apex=np.stack(apexes), labels=np.full(len(onsets), -1, np.int64),
+                    label_names=list(labels), subjects=subjects)
     return pairs, dropped
 
 

@@ -233,6 +233,28 @@ def _build_into(cfg: BuildConfig, ckpt: Path, out: Path, progress: bool) -> Mani
     return manifest
 
 
+def _corpus_clips(root: Path) -> list:
+    """A CASME II-layout corpus folder (the synthetic corpus or a real dataset) -> its micro
+    events as calibration clip pairs; calibration crops them with the streamer's crop path."""
+    from calibration.pairs import CalibrationError, ClipPair
+    from trainer.datasets import load_casme2
+    from trainer.train.crops import CropError, frame_positions
+
+    try:
+        samples = [s for s in load_casme2(root) if s.kind == "micro"]
+    except (FileNotFoundError, ValueError) as exc:
+        raise CalibrationError(f"{root}: {exc}") from None
+    events = []
+    for s in samples:
+        try:
+            onset, apex = frame_positions(s.frame_paths, [s.onset, s.apex])
+        except CropError:
+            continue
+        events.append(ClipPair(frames=tuple(s.frame_paths), onset=onset, apex=apex, label=s.label,
+                               subject=str(s.subject), fps=s.fps, name=f"{s.subject}/{s.clip}@{s.apex}"))
+    return events
+
+
 def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, step, bar) -> CalibrationInfo:
     from calibration.pairs import CalibrationError, collect, split_held_out
     from calibration.quantize import quantize_qdq
@@ -240,7 +262,7 @@ def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, s
 
     step("calibrate")
     try:
-        pairs = collect(cfg.calib, s, list(labels), cfg.calib_max_pairs)
+        pairs = collect(cfg.calib, s, list(labels), cfg.calib_max_pairs, read_corpus=_corpus_clips)
         calib, held = split_held_out(pairs, cfg.held_out_fraction)
         if len(held) < cfg.min_held_out or len(calib) == 0:
             problem = (

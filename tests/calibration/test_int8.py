@@ -23,14 +23,15 @@ pytest.importorskip("torch")
 
 def pairset(n: int, subjects: int, seed: int = 0) -> PairSet:
     on, ap = face_pairs(n, seed=seed)
-    return PairSet(on, ap, np.arange(n) % 3, list(LABELS), [f"sub{i % subjects:02d}" for i in range(n)])
+    return PairSet(onset=on, apex=ap, labels=np.arange(n) % 3, label_names=list(LABELS),
+                   subjects=[f"sub{i % subjects:02d}" for i in range(n)])
 
 
 def test_pairs_roundtrip_without_pickle(tmp_path: Path) -> None:
     ps = pairset(6, 3)
     path = save_pairs(tmp_path / "p.npz", ps)
     back = load_pairs(path)
-    assert back.digest() == ps.digest() and back.subjects == ps.subjects and back.label_names == LABELS
+    assert back.digest() == ps.digest() and list(back.subjects) == list(ps.subjects) and back.label_names == LABELS
     with pytest.raises(CalibrationError, match="labels"):
         collect(path, 112, ["a", "b", "c"])
     with pytest.raises(CalibrationError, match="64px"):
@@ -138,7 +139,8 @@ def test_recorder_keeps_valid_pairs_from_the_wire(tmp_path: Path) -> None:
 
 
 def test_pairs_from_a_casme2_layout_corpus(tmp_path: Path) -> None:
-    """The corpus path: annotation file → onset/apex frames → the streamer's detector+aligner."""
+    """The corpus path: the trainer reads the annotation file into clips (mfvan-build-engine's
+    reader), calibration crops them through the streamer's crop path (detect, track, warp)."""
     import cv2
 
     from trainer.media import local_stills
@@ -155,9 +157,13 @@ def test_pairs_from_a_casme2_layout_corpus(tmp_path: Path) -> None:
         rows.append(f"{i:02d},EP0{i}_01,2,3,4,{LABELS[i % 3]},micro,200")
         rows.append(f"{i:02d},EP0{i}_01,1,3,4,happiness,macro,200")  # macro rows are not calibration pairs
     (tmp_path / "annotations.csv").write_text("\n".join(rows) + "\n")
-    pairs = collect(tmp_path, 112, LABELS, cache_dir=tmp_path / "cache")
+    from trainer.build import _corpus_clips
+
+    with pytest.raises(CalibrationError, match="corpus reader"):
+        collect(tmp_path, 112, LABELS)  # calibration itself knows no dataset layout
+    pairs = collect(tmp_path, 112, LABELS, read_corpus=_corpus_clips)
     assert len(pairs) == len(stills) and pairs.onset.shape[1:] == (112, 112, 3)
-    assert pairs.subjects == [f"sub{i:02d}" for i in range(1, len(stills) + 1)]
+    assert list(pairs.subjects) == [f"sub{i:02d}" for i in range(1, len(stills) + 1)]
     assert list(pairs.labels) == [i % 3 for i in range(1, len(stills) + 1)]
     assert not np.array_equal(pairs.onset, pairs.apex)  # the apex frame really is the shifted one
 

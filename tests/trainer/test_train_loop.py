@@ -33,7 +33,8 @@ def toy_pairs(n_subjects: int = 4, per_class: int = 4, seed: int = 0) -> PairSet
                 labels.append(c)
                 subjects.append(f"sub{s:02d}")
                 clips.append(f"sub{s:02d}/c{c}_{k}")
-    return PairSet(np.stack(onset), np.stack(apex), np.array(labels), np.array(subjects), clips, ["negative", "positive", "surprise"])
+    return PairSet(onset=np.stack(onset), apex=np.stack(apex), labels=np.array(labels), subjects=subjects, clips=clips,
+                   label_names=["negative", "positive", "surprise"])
 
 
 def small_cfg(**joint) -> TrainConfig:

@@ -28,9 +28,9 @@ def _hist(codes: np.ndarray) -> np.ndarray:
     return h / max(1.0, h.sum())
 
 
-def lbp_top(seq_rgb: np.ndarray, grid: int = 4) -> np.ndarray:
+def lbp_top(seq_bgr: np.ndarray, grid: int = 4) -> np.ndarray:
     """Feature vector of one [T, S, S, 3] uint8 sequence (T >= 3 for the temporal planes)."""
-    vol = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in seq_rgb])  # uint8: LBP compares integers exactly
+    vol = np.stack([cv2.resize(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY), (SIZE, SIZE), interpolation=cv2.INTER_AREA) for f in seq_bgr])  # uint8: LBP compares integers exactly
     if len(vol) < 3:  # pad short sequences by repetition so XT/YT planes have a centre row
         vol = np.concatenate([vol[:1], vol, vol[-1:]], axis=0)
     t, h, w = vol.shape

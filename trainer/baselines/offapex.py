@@ -31,8 +31,8 @@ def flow_features(data: PairSet) -> np.ndarray:
         if key in _MEMO:  # LOSO folds share samples; the flow is deterministic
             out[i] = _MEMO[key]
             continue
-        a = cv2.resize(cv2.cvtColor(data.onset[i], cv2.COLOR_RGB2GRAY), (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
-        b = cv2.resize(cv2.cvtColor(data.apex[i], cv2.COLOR_RGB2GRAY), (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
+        a = cv2.resize(cv2.cvtColor(data.onset[i], cv2.COLOR_BGR2GRAY), (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
+        b = cv2.resize(cv2.cvtColor(data.apex[i], cv2.COLOR_BGR2GRAY), (FLOW_SIZE, FLOW_SIZE), interpolation=cv2.INTER_AREA)
         flow = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
         small = cv2.resize(flow, (NET_SIZE, NET_SIZE), interpolation=cv2.INTER_AREA) * (NET_SIZE / FLOW_SIZE)
         out[i] = _MEMO[key] = small.transpose(2, 0, 1)

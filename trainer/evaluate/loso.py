@@ -67,16 +67,19 @@ def save_pairs(path: Path, data: PairSet) -> None:
     np.savez(
         tmp, onset=data.onset, apex=data.apex, labels=data.labels, subjects=data.subjects.astype(str),
         clips=np.array(data.clips, dtype=str), label_names=np.array(data.label_names, dtype=str),
-        frames=data.frames, frame_owner=data.frame_owner,
+        frames=data.frames, frame_owner=data.frame_owner, order=np.array("BGR"),
     )
     tmp.replace(path)
 
 
 def load_pairs_npz(path: str | Path) -> PairSet:
     with np.load(path, allow_pickle=False) as z:
+        # files written before the one crop path hold RGB crops (no "order" key): made BGR here
+        flip = (lambda a: np.ascontiguousarray(a[..., ::-1])) if "order" not in z.files else (lambda a: a)
         return PairSet(
-            onset=z["onset"], apex=z["apex"], labels=z["labels"], subjects=z["subjects"].astype(object),
-            clips=z["clips"].tolist(), label_names=z["label_names"].tolist(), frames=z["frames"], frame_owner=z["frame_owner"],
+            onset=flip(z["onset"]), apex=flip(z["apex"]), labels=z["labels"], subjects=z["subjects"].astype(object),
+            clips=z["clips"].tolist(), label_names=z["label_names"].tolist(), frames=flip(z["frames"]),
+            frame_owner=z["frame_owner"],
         )
 
 
@@ -122,7 +125,8 @@ def _overlays(results: list[FoldResult], data: PairSet, out: Path, k: int) -> No
     if picks:
         names = data.label_names
         titles = [f"{data.clips[i]}\ntrue {names[t]} / pred {names[p]}" for i, t, p in picks]
-        rep.overlays_png(out / "attention_overlays.png", data.apex[[i for i, _, _ in picks]], np.stack(heat), titles)
+        rgb = data.apex[[i for i, _, _ in picks]][..., ::-1]  # wire crops are BGR; matplotlib shows RGB
+        rep.overlays_png(out / "attention_overlays.png", rgb, np.stack(heat), titles)
 
 
 def run_loso(

@@ -1,11 +1,15 @@
-"""Aligned (onset, apex) crops for training, built with the streamer's own face code.
+"""Aligned (onset, apex) crops for training and LOSO, through the streamer's one crop path.
 
-WHY the same code as the streamer: the network must see at training time exactly the crops
-the daemon sends at run time (RetinaFace 5 points -> `streamer.faces.align` similarity to
-the same template), or it learns a crop distribution it never gets live. Like the streamer,
-the transform is estimated once on the clip's onset frame and applied to every frame used.
+WHY the streamer's path: the network must see at training time exactly the crops the daemon
+sends at run time, or it learns a crop distribution it never gets live. So a clip is replayed
+from its first frame through the daemon's own face detection, rigid tracking and warp
+(`streamer.crops.clip_crops`), once per clip for all of its events, and each event's onset,
+apex (and `extra_frames` frames between them) are cut from the track the daemon would follow.
+Crops are BGR uint8, the wire's order (`tests/system/test_crop_parity.py` holds the two paths
+together).
 
-Crops are cached per event as `.npz` (no pickle) under the data config's cache_dir.
+Crops are cached per event as `.npz` (no pickle) under the data config's cache_dir; the key
+holds the face settings, so changing them rebuilds.
 """
 
 from __future__ import annotations
@@ -16,121 +20,124 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
-from streamer.faces.align import warp
+from streamer.config import FacesConfig
+from streamer.crops import CropError, clip_crops
 from trainer.train.data import PairSet
 
+__all__ = ["CropError", "Cropper", "build_pairs", "frame_positions"]
+
 _NUM = re.compile(r"(\d+)(?!.*\d)")
+VERSION = "v4"  # v4: crops from the daemon's tracker replayed from the clip start, BGR
 
 
-class CropError(Exception):
-    """A sample whose frames cannot be read or whose face is not found."""
+def frame_positions(paths: Sequence[str | Path], numbers: Sequence[int]) -> list[int]:
+    """Frame numbers (the N of imgN, as datasets annotate them) -> 0-based positions in `paths`.
 
-
-def frame_index(paths: Sequence[str | Path]) -> dict[int, Path]:
-    """Frame number (last integer of the file name, CASME II's imgN) -> path."""
-    out: dict[int, Path] = {}
-    for p in paths:
+    A number that is no file's number is taken as a position (loaders that give positions).
+    """
+    index: dict[int, int] = {}
+    for i, p in enumerate(paths):
         m = _NUM.search(Path(p).stem)
         if m:
-            out[int(m.group(1))] = Path(p)
+            index.setdefault(int(m.group(1)), i)
+    out = []
+    for n in numbers:
+        pos = index.get(int(n))
+        if pos is None:
+            if not 0 <= int(n) < len(paths):
+                raise CropError(f"frame {n} is neither a frame number nor a position in {len(paths)} frames")
+            pos = int(n)
+        out.append(pos)
     return out
 
 
-def _frame(paths: Sequence[str | Path], index: dict[int, Path], n: int) -> np.ndarray:
-    path = index.get(n)
-    if path is None:  # loaders that give 0-based positions instead of frame numbers
-        if not 0 <= n < len(paths):
-            raise CropError(f"frame {n} is neither a frame number nor a position in {len(paths)} frames")
-        path = Path(paths[n])
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is None:
-        raise CropError(f"cannot read {path}")
-    return img
-
-
-def register(frame: np.ndarray, m: np.ndarray, ref_grey: np.ndarray, size: int) -> np.ndarray:
-    """Crop `frame` with the onset's transform `m`, then remove the head's rigid motion since
-    the onset by ECC (Euclidean) registration of the crop to the onset crop, in one warp.
-
-    WHY: the streamer re-aligns every frame to its tracked face, so live pairs carry no head
-    drift; crops cut with the onset transform alone would (a few px over 100 ms on the
-    synthetic corpus), and that drift would swamp the 1-4 px micro-movement. The micro-
-    movement is local, so the global fit follows the head, not the expression.
-    """
-    first = warp(frame, m, size)
-    grey = cv2.cvtColor(first, cv2.COLOR_BGR2GRAY)
-    w = np.eye(2, 3, dtype=np.float32)
-    mask = np.zeros((size, size), np.uint8)  # the face only: the background does not move with the head
-    cv2.ellipse(mask, (size // 2, int(size * 0.55)), (int(size * 0.36), int(size * 0.45)), 0, 0, 360, 255, -1)
-    try:
-        _, w = cv2.findTransformECC(ref_grey, grey, w, cv2.MOTION_EUCLIDEAN,
-                                    (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 50, 1e-4), mask, 3)
-    except cv2.error:  # no convergence: keep the onset transform
-        return first
-    m3 = np.vstack([m, [0, 0, 1]]).astype(np.float64)
-    w3 = np.vstack([w, [0, 0, 1]]).astype(np.float64)
-    t = np.linalg.inv(m3) @ w3  # crop pixel -> frame pixel
-    return cv2.warpAffine(frame, t[:2].astype(np.float32), (size, size),
-                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_REPLICATE)
-
-
 class Cropper:
-    def __init__(self, crop_size: int, cache_dir: str | Path | None, extra_frames: int = 0) -> None:
+    """Crops of dataset samples, grouped by clip so each clip is replayed once."""
+
+    def __init__(self, crop_size: int, cache_dir: str | Path | None, extra_frames: int = 0,
+                 faces: FacesConfig | None = None) -> None:
         self.crop_size = crop_size
         self.cache = Path(cache_dir) if cache_dir else None
         self.extra = extra_frames
+        self.faces = (faces or FacesConfig()).model_copy(update={"crop_size": crop_size})
         self._detector: Any = None
 
-    def _detect(self, bgr: np.ndarray) -> np.ndarray:
-        if self._detector is None:
-            from streamer.faces.retinaface import RetinaFaceDetector
-
-            self._detector = RetinaFaceDetector(input_width=320, score_threshold=0.5, threads=1)
-        faces = self._detector.detect(bgr)
-        if not faces:
-            raise CropError("no face found on the onset frame")
-        best = max(faces, key=lambda f: float((f.box[2] - f.box[0]) * (f.box[3] - f.box[1])))
-        return np.asarray(best.landmarks, np.float32)
-
     def key(self, s: Any) -> str:
-        raw = f"v3|{s.subject}|{s.clip}|{s.onset}|{s.apex}|{s.offset}|{self.crop_size}|{self.extra}|{Path(s.frame_paths[0]).parent}"
+        raw = (f"{VERSION}|{s.subject}|{s.clip}|{s.onset}|{s.apex}|{s.offset}|{self.extra}|{getattr(s, 'fps', 200.0)}"
+               f"|{Path(s.frame_paths[0]).parent}|{len(s.frame_paths)}|{self.faces.model_dump_json()}")
         return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
-    def crops(self, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(onset, apex, frames strictly between them [K,S,S,3]) as RGB uint8, in time order."""
-        cached = self.cache / f"{self.key(s)}.npz" if self.cache else None
-        if cached is not None and cached.exists():
-            with np.load(cached, allow_pickle=False) as z:
-                return z["onset"], z["apex"], z["frames"]
-        from streamer.faces.align import similarity_transform
-
-        paths = list(s.frame_paths)
-        index = frame_index(paths)
-        onset_bgr = _frame(paths, index, int(s.onset))
-        m = similarity_transform(self._detect(onset_bgr), self.crop_size)
-
-        onset_crop = warp(onset_bgr, m, self.crop_size)
-        ref = cv2.cvtColor(onset_crop, cv2.COLOR_BGR2GRAY)
-
-        def crop(img: np.ndarray) -> np.ndarray:
-            return cv2.cvtColor(register(img, m, ref, self.crop_size), cv2.COLOR_BGR2RGB)
-
-        onset = cv2.cvtColor(onset_crop, cv2.COLOR_BGR2RGB)
-        apex = crop(_frame(paths, index, int(s.apex)))
-        lo, hi = int(s.onset), int(s.apex)
+    def positions(self, s: Any) -> list[int]:
+        """onset, the `extra` picks strictly between, apex: positions in the clip, in time order."""
+        lo, hi = frame_positions(s.frame_paths, [int(s.onset), int(s.apex)])
+        if hi <= lo:
+            raise CropError(f"apex {s.apex} is not after onset {s.onset}")
         picks = sorted(set(np.linspace(lo, hi, self.extra + 2)[1:-1].round().astype(int).tolist())) if self.extra else []
-        extra = [crop(_frame(paths, index, n)) for n in picks if lo < n < hi]
-        frames = np.stack(extra) if extra else np.zeros((0, self.crop_size, self.crop_size, 3), np.uint8)
-        if cached is not None:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(".tmp.npz")
-            np.savez(tmp, onset=onset, apex=apex, frames=frames)
-            tmp.replace(cached)
-        return onset, apex, frames
+        return [lo, *[p for p in picks if lo < p < hi], hi]
+
+    def _path(self, s: Any) -> Path | None:
+        return self.cache / f"{self.key(s)}.npz" if self.cache else None
+
+    def _load(self, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        path = self._path(s)
+        if path is None or not path.exists():
+            return None
+        with np.load(path, allow_pickle=False) as z:
+            return z["onset"], z["apex"], z["frames"]
+
+    def _store(self, s: Any, crops: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        path = self._path(s)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez(tmp, onset=crops[0], apex=crops[1], frames=crops[2])
+        tmp.replace(path)
+
+    def detector(self):
+        """The daemon's configured detector, made once for every clip (its model loads once)."""
+        if self._detector is None:
+            from streamer.pipeline import make_detector
+
+            self._detector = make_detector(self.faces)
+        return self._detector
+
+    def crops_many(self, samples: Sequence[Any]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray] | str]:
+        """Per sample: (onset, apex, frames between [K,S,S,3]) BGR uint8, or why there are none."""
+        out: list[Any] = [None] * len(samples)
+        todo: dict[tuple, list[tuple[int, list[int]]]] = {}
+        for i, s in enumerate(samples):
+            hit = self._load(s)
+            if hit is not None:
+                out[i] = hit
+                continue
+            try:
+                pos = self.positions(s)
+            except CropError as exc:
+                out[i] = str(exc)
+                continue
+            todo.setdefault((tuple(s.frame_paths), float(getattr(s, "fps", 200.0))), []).append((i, pos))
+        for (paths, fps), items in todo.items():
+            for (i, _), got in zip(items, clip_crops(paths, [p for _, p in items], self.faces, fps, self.detector()),
+                                   strict=True):
+                if not got.ok:
+                    out[i] = got.error
+                    continue
+                mid = got.crops[1:-1]
+                frames = np.stack(mid) if mid else np.zeros((0, self.crop_size, self.crop_size, 3), np.uint8)
+                out[i] = (got.crops[0], got.crops[-1], frames)
+                self._store(samples[i], out[i])
+        return out
+
+    def crops(self, s: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One sample's (onset, apex, frames between) BGR uint8; CropError if it has none."""
+        (got,) = self.crops_many([s])
+        if isinstance(got, str):
+            raise CropError(got)
+        return got
 
 
 def build_pairs(
@@ -141,25 +148,40 @@ def build_pairs(
     extra_frames: int = 0,
     kind: str = "micro",
     progress: bool = True,
+    faces: FacesConfig | None = None,
 ) -> tuple[PairSet, list[str]]:
     """Crop every sample whose label is one of `label_names` (and of `kind`, unless "all").
 
-    Returns the PairSet and a list of 'clip: reason' lines for samples that were skipped
-    (unreadable frames, no face), which the caller reports: they are counted, not hidden.
+    Returns the PairSet (BGR wire crops) and a list of 'clip: reason' lines for samples that
+    were skipped (unreadable frames, no face, a face the daemon's tracker loses or re-anchors
+    between onset and apex), which the caller reports: they are counted, not hidden.
+    `faces` are the daemon's face settings (default: its defaults).
     """
-    cropper = Cropper(crop_size, cache_dir, extra_frames)
+    cropper = Cropper(crop_size, cache_dir, extra_frames, faces)
     lab = {n: i for i, n in enumerate(label_names)}
-    onset, apex, labels, subjects, clips, frames, owner, skipped = [], [], [], [], [], [], [], []
-    todo = [s for s in samples if (kind == "all" or getattr(s, "kind", "micro") == kind)]
-    for s in tqdm(todo, desc="crops", disable=not progress):
+    skipped: list[str] = []
+    todo = []
+    for s in samples:
+        if kind != "all" and getattr(s, "kind", "micro") != kind:
+            continue
         if s.label not in lab:
             skipped.append(f"{s.subject}/{s.clip}: label {s.label!r} not in {list(label_names)}")
             continue
-        try:
-            o, a, f = cropper.crops(s)
-        except (CropError, ValueError) as exc:
-            skipped.append(f"{s.subject}/{s.clip}: {exc}")
+        todo.append(s)
+    by_clip: dict[tuple, list[Any]] = {}
+    for s in todo:
+        by_clip.setdefault(tuple(s.frame_paths), []).append(s)
+    got: dict[int, Any] = {}
+    for group in tqdm(by_clip.values(), desc="crops (clips)", disable=not progress):
+        for s, c in zip(group, cropper.crops_many(group), strict=True):
+            got[id(s)] = c
+    onset, apex, labels, subjects, clips, frames, owner = [], [], [], [], [], [], []
+    for s in todo:
+        c = got[id(s)]
+        if isinstance(c, str):
+            skipped.append(f"{s.subject}/{s.clip}: {c}")
             continue
+        o, a, f = c
         onset.append(o)
         apex.append(a)
         labels.append(lab[s.label])
@@ -173,9 +195,9 @@ def build_pairs(
         onset=np.stack(onset),
         apex=np.stack(apex),
         labels=np.array(labels),
-        subjects=np.array(subjects, dtype=object),
-        clips=clips,
         label_names=list(label_names),
+        subjects=subjects,
+        clips=clips,
         frames=np.stack(frames) if frames else np.zeros((0, crop_size, crop_size, 3), np.uint8),
         frame_owner=np.array(owner, dtype=np.int64),
     )

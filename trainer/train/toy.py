@@ -37,4 +37,5 @@ def toy_pairs(n_subjects: int = 3, per_class: int = 3, seed: int = 0, frames: in
                 s_.append(f"sub{s:02d}")
                 c_.append(f"sub{s:02d}/e{c}{k}")
     frames_arr = np.stack(f_) if f_ else np.zeros((0, size, size, 3), np.uint8)
-    return PairSet(np.stack(o_), np.stack(a_), np.array(y_), np.array(s_), c_, list(LABELS), frames_arr, np.array(w_, np.int64))
+    return PairSet(onset=np.stack(o_), apex=np.stack(a_), labels=np.array(y_), label_names=list(LABELS), subjects=s_,
+                   clips=c_, frames=frames_arr, frame_owner=np.array(w_, np.int64))

@@ -210,7 +210,7 @@ def make_app(cfg: WebConfig, hub: Hub) -> web.Application:
         ws = web.WebSocketResponse(heartbeat=15, max_msg_size=4096)
         await ws.prepare(request)
         client = Client(ws, cams, kinds, cfg.client_queue)
-        hello = {"type": "hello", "protocol": P.MAGIC.decode(), "endpoint": cfg.endpoint, "kinds": sorted(kinds),
+        hello = {"type": "hello", "ts_ns": time.time_ns(), "protocol": P.MAGIC.decode(), "endpoint": cfg.endpoint, "kinds": sorted(kinds),
                  "cameras": sorted(cams), "crops": cfg.security.publish_crops, "stale_s": cfg.stale_s}
         await ws.send_str(json.dumps(hello))
         for msg, text in [*hub.status.values(), *hub.beats.values(), *hub.history]:

@@ -166,17 +166,20 @@ function drawHealth() {
   }
 }
 
+// history replayed on connect is old by design: only messages the bridge got after we joined count
+const live = (msg) => Number(msg.received_ns) >= (state.since ?? Infinity);
+
 function onMessage(msg) {
   window.mfvan.messages += 1;
   switch (msg.type) {
-    case "hello": state.stale_s = msg.stale_s; break;
+    case "hello": state.stale_s = msg.stale_s; state.since = Number(msg.ts_ns); break;
     case "result":
-      latency.result.push(nowNs() / 1e6 - Number(msg.published_ns) / 1e6);
+      if (live(msg)) latency.result.push(nowNs() / 1e6 - Number(msg.published_ns) / 1e6);
       addEvent(msg); break;
     case "macro": addEvent(msg); break;
     case "status": setStatus(msg); break;
     case "hb": {
-      latency.hb.push(nowNs() / 1e6 - Number(msg.ts_ns) / 1e6);
+      if (live(msg)) latency.hb.push(nowNs() / 1e6 - Number(msg.ts_ns) / 1e6);
       const eng = state.engines.get(msg.component) ?? {};
       state.engines.set(msg.component, { ...eng, hb: msg });
       break;

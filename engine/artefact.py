@@ -6,6 +6,11 @@ re-hashed at load; any difference, a missing file, or an input spec the server c
 fails at start with a message that says how to rebuild. The manifest also carries what the
 server needs without torch: labels, input spec and normalisation, heatmap names.
 
+The identity an engine publishes (`Artefact.identity`, in every Result's `model_sha`) hashes
+the model file *and* what the manifest says it means (labels in output order, input and output
+spec): two labels swapped in `manifest.json` are a different model to a subscriber, and were
+served silently under the genuine model's sha before.
+
 Torch-free on purpose (engine-only hosts load artefacts with numpy + onnxruntime).
 """
 
@@ -16,10 +21,13 @@ import json
 import os
 import tempfile
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from engine.wire.protocol import MAX_FRAMES, MAX_LABELS
 
 FORMAT = "mfvan-engine/1"
 MANIFEST = "manifest.json"
@@ -30,6 +38,11 @@ CHECKPOINT = "model.ckpt"
 CALIB_REPORT = "calibration_report.json"
 TIMING_CACHE = "timing.cache"
 DEMO_DIR = Path(__file__).resolve().parent / "assets" / "demo"
+MAX_MANIFEST_BYTES = 4 << 20
+
+# a label or heatmap name travels in every Result (probs keys) and Status: 64 characters at most
+# (32 KB labels made every Result too big for every subscriber), printable, no '/'
+Name = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f/]+$")]
 
 Precision = Literal["fp32", "fp16", "int8"]
 Role = Literal["onnx", "onnx-optimised", "onnx-qdq", "checkpoint", "tensorrt-plan", "report", "cache"]
@@ -66,7 +79,7 @@ class InputSpec(_Strict):
 class OutputSpec(_Strict):
     names: tuple[str, str] = ("probs", "heatmaps")
     num_classes: int = Field(ge=2)
-    heatmap_names: tuple[str, ...] = ("fused", "scale1", "scale2", "scale3")
+    heatmap_names: tuple[Name, ...] = Field(("fused", "scale1", "scale2", "scale3"), max_length=MAX_FRAMES)
     heatmap_grid: int = Field(ge=1)
 
 
@@ -96,8 +109,8 @@ class CalibrationInfo(_Strict):
 
 class Manifest(_Strict):
     format: Literal["mfvan-engine/1"] = FORMAT
-    model_name: str
-    labels: tuple[str, ...]
+    model_name: str = Field(max_length=256)
+    labels: tuple[Name, ...] = Field(min_length=2, max_length=MAX_LABELS)
     input: InputSpec
     output: OutputSpec
     opset: int
@@ -168,6 +181,14 @@ class Artefact:
     def labels(self) -> tuple[str, ...]:
         return self.manifest.labels
 
+    @cached_property
+    def identity(self) -> str:
+        """sha256 over the model file's sha256 and the manifest's meaning (labels, I/O spec)."""
+        m = self.manifest
+        meaning = {"model_sha256": m.model_sha256, "labels": list(m.labels),
+                   "input": m.input.model_dump(mode="json"), "output": m.output.model_dump(mode="json")}
+        return hashlib.sha256(json.dumps(meaning, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
     def __repr__(self) -> str:
         m = self.manifest
         return f"Artefact({self.folder}, {m.model_name}, {m.backend}/{m.precision}, sha={m.model_sha256[:12]})"
@@ -187,9 +208,13 @@ def load_artefact(folder: str | os.PathLike[str] | None, *, verify: bool = True)
         what = "the bundled demo artefact is not built yet" if root == DEMO_DIR else f"{mpath} does not exist"
         raise ArtefactError(f"engine artefact {root}: {what}; {hint}")
     try:
+        if mpath.stat().st_size > MAX_MANIFEST_BYTES:
+            raise ArtefactError(f"{mpath}: larger than {MAX_MANIFEST_BYTES} bytes, not a manifest; {hint}")
         raw = json.loads(mpath.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ArtefactError(f"{mpath}: unreadable manifest ({exc}); {hint}") from None
+    except RecursionError:
+        raise ArtefactError(f"{mpath}: unreadable manifest (nested too deeply); {hint}") from None
     if isinstance(raw, dict) and raw.get("format") != FORMAT:
         raise ArtefactError(f"{mpath}: format {raw.get('format')!r}, this engine reads {FORMAT!r}; {hint}")
     try:
@@ -202,6 +227,8 @@ def load_artefact(folder: str | os.PathLike[str] | None, *, verify: bool = True)
         raise ArtefactError(f"{mpath}: lists no {ONNX_FP32}; {hint}")
     if manifest.files[ONNX_FP32].sha256 != manifest.model_sha256:
         raise ArtefactError(f"{mpath}: model_sha256 disagrees with the {ONNX_FP32} entry; {hint}")
+    if len(set(manifest.labels)) != len(manifest.labels):
+        raise ArtefactError(f"{mpath}: labels repeat ({', '.join(manifest.labels)}); {hint}")
     if len(manifest.labels) != manifest.output.num_classes:
         raise ArtefactError(f"{mpath}: {len(manifest.labels)} labels for {manifest.output.num_classes} classes; {hint}")
     if verify:

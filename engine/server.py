@@ -330,7 +330,7 @@ class EngineServer:
         self._reload = False
         m = artefact.manifest
         # announced in every engine Status: subscribers learn the class list and model identity
-        self.model_info = ModelInfo(name=m.model_name, sha256=m.model_sha256, labels=tuple(self.labels),
+        self.model_info = ModelInfo(name=m.model_name, sha256=artefact.identity, labels=tuple(self.labels),
                                     heatmap_names=self.heatmap_names, crop_size=self.size, backend=backend.name,
                                     precision=backend.precision, device=str(backend.device))
         self._closers: list = []
@@ -440,7 +440,7 @@ class EngineServer:
         self.metrics.infer_seconds.observe(time.perf_counter() - t0)
         self.metrics.batch_size.observe(n)
         inferred = now_ns()
-        sha = self.artefact.manifest.model_sha256
+        sha = self.artefact.identity  # the model file and what the manifest says it means
         crops = self.cfg.security.publish_crops
         for i, (hdr, _on, ap, t_recv) in enumerate(pending):
             p = probs[i]
@@ -487,7 +487,7 @@ class EngineServer:
             state=state,
             ts_ns=now_ns(),
             counters=dict(self.metrics.counts),
-            detail=f"{b.name}/{b.precision} on {b.device}, model {self.artefact.manifest.model_sha256[:12]}",
+            detail=f"{b.name}/{b.precision} on {b.device}, model {self.artefact.identity[:12]}",
             model=self.model_info,
         )
         self._send(encode(st, (), topic(TOPIC_STATUS, self.engine_id)), "status")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from engine.config.base import Section
+from engine.config.base import ListenHost, Section
 from engine.config.engine import EngineConfig
 from engine.registry import PluginSection
 from engine.wire.security import Security
@@ -87,7 +87,7 @@ class SupervisorConfig(Section):
     restart_window_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")
-    metrics_host: str = Field("127.0.0.1", description="address /metrics and /healthz listen on")
+    metrics_host: ListenHost = Field("127.0.0.1", description="address /metrics and /healthz listen on")
     linger_s: float = Field(1.0, ge=0, description="after a replay ends, let the engine finish its queue this long")
     status_every_s: float = Field(1.0, gt=0, description="streamer Status messages (counters) this often")
 
@@ -103,3 +103,17 @@ class StreamdConfig(Section):
     embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
     supervisor: SupervisorConfig = SupervisorConfig()
     security: Security = Security()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StreamdConfig:
+        """Checks across fields: each of these was accepted and then misbehaved silently."""
+        names = [c.name for c in self.cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            # one name = one metric series and one topic: two cameras would be indistinguishable
+            raise ValueError(f"cameras: duplicate name(s) {', '.join(dupes)}; give every camera its own name")
+        sp = self.spotter
+        if sp.micro_min_ms >= sp.micro_max_ms:
+            raise ValueError(f"spotter.micro_min_ms ({sp.micro_min_ms:g}) must be below spotter.micro_max_ms "
+                             f"({sp.micro_max_ms:g}): no episode could be a micro-expression")
+        return self

@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from engine.backends import BACKENDS
-from engine.config.base import Section
+from engine.config.base import Endpoint, Section
 from engine.registry import PluginSection
 from engine.wire.security import Security
 
@@ -35,8 +35,8 @@ class EngineConfig(Section):
     )
     precision: Literal["fp32", "fp16", "int8"] = "fp32"
     intra_op_threads: int = Field(2, ge=1, le=256)
-    pair_endpoint: str = Field("tcp://127.0.0.1:5555", description="PULL: (onset, apex) pairs arrive here")
-    pub_endpoint: str = Field("tcp://127.0.0.1:5556", description="PUB: results, macro events, status, heartbeats")
+    pair_endpoint: Endpoint = Field("tcp://127.0.0.1:5555", description="PULL: (onset, apex) pairs arrive here")
+    pub_endpoint: Endpoint = Field("tcp://127.0.0.1:5556", description="PUB: results, macro events, status, heartbeats")
     bind: bool = Field(True, description="bind the endpoints (else connect)")
     engine_id: str = ""
     heartbeat_s: float = Field(1.0, gt=0, le=60)

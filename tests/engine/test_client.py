@@ -174,4 +174,4 @@ def test_mfvan_sub_rejects_bad_arguments() -> None:
     assert proc.returncode == 2 and "--count" in proc.stderr
     proc = subprocess.run([sys.executable, "-m", "engine.sub_cli", "--endpoint", "nonsense://x", "--timeout", "1"],
                           capture_output=True, text=True)
-    assert proc.returncode == 2 and "cannot connect" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "is not supported" in proc.stderr and "Traceback" not in proc.stderr

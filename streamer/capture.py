@@ -6,21 +6,30 @@ faces/spotting; when the ring is full the oldest frame is dropped and counted as
 which is a different failure from a sensor gap (a timestamp jump > gap_factor/fps) and is
 counted separately. A replay that is not paced (`realtime=False`) has no clock to fall behind,
 so it waits for room instead of dropping (lossless, as fast as the consumer goes).
+
+Sources are found by name in `SOURCES` (engine.registry): `file`, `v4l2` and `genicam`
+(streamer/genicam.py, imported only when a camera names it); `open_camera` picks one from a
+camera's config section (`CameraConfig.kind`). A source may add counters of its own
+(`Source.counters()`, help text in `SOURCE_HELP`): the streamer exports them beside the ring's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from engine.registry import Registry
+from streamer.config import CameraConfig, CaptureConfig
 
 log = logging.getLogger("mfvan.capture")
 
@@ -35,7 +44,7 @@ class CaptureError(RuntimeError):
 class Frame:
     index: int  # position in the source (0-based), also for dropped frames
     ts_ns: int  # capture time: driver/sidecar/file time on the monotonic scale of the source
-    image: np.ndarray  # BGR uint8
+    image: np.ndarray  # BGR uint8, or one grey plane (H x W) from a mono camera
     wall_ns: int = 0  # wall clock when grabbed (for the wire protocol)
     gap_before: bool = False  # a sensor gap or an overrun lies between this frame and the previous
 
@@ -49,8 +58,6 @@ class CaptureStats:
 
 
 def _natural_key(p: Path) -> tuple:
-    import re
-
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
 
 
@@ -67,13 +74,23 @@ def read_sidecar(path: Path) -> list[int] | None:
 
 
 class Source:
-    """A frame source. `fps` is the nominal rate; `read()` yields (image, ts_ns or None)."""
+    """A frame source. `fps` is the nominal rate; `frames()` yields (image, ts_ns or None).
+
+    `live`: a camera on its own clock (frames without a timestamp get the host's monotonic
+    time; a full ring drops, never waits). `mismatch`: asked vs got, for a camera whose mode
+    was set. `counters()`: the source's own drop counters (names in SOURCE_HELP).
+    """
 
     fps: float
     name: str
+    live: bool = False
+    mismatch: dict = {}  # noqa: RUF012 - read-only default, replaced per instance
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
         raise NotImplementedError
+
+    def counters(self) -> dict[str, int]:
+        return {}
 
     def close(self) -> None:
         pass
@@ -94,8 +111,6 @@ class FolderSource(Source):
             self.ts = {int(i) + 1: int(t) for i, t in rows}
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
-        import re
-
         for p in self.paths:
             img = cv2.imread(str(p), cv2.IMREAD_COLOR)
             if img is None:
@@ -133,7 +148,16 @@ class VideoSource(Source):
 
 
 class CameraSource(Source):
-    """A V4L2 camera. The requested mode is set, then read back; a mismatch is reported."""
+    """A V4L2 camera. The requested mode is set, then read back; a mismatch is reported.
+
+    Timestamps are the driver's (the V4L2 buffer's, CLOCK_MONOTONIC on uvcvideo) when it gives
+    them, else the host's when the frame is grabbed. The driver's queue is as deep as OpenCV
+    allows (CAP_PROP_BUFFERSIZE, at most 10 buffers): at 200 fps its default of 4 is 20 ms of
+    slack before the driver drops frames silently, which no counter of ours would see.
+    """
+
+    live = True
+    BUFFERS = 10  # OpenCV's V4L2 backend caps the queue at MAX_V4L_BUFFERS = 10
 
     def __init__(self, device: int, width: int, height: int, fps: float, fourcc: str = "MJPG",
                  exposure: float | None = None, strict: bool = False):
@@ -141,6 +165,7 @@ class CameraSource(Source):
         self.cap = cv2.VideoCapture(device, backend)
         if not self.cap.isOpened():
             raise CaptureError(f"camera {device}: cannot open /dev/video{device} (present? permissions: video group?)")
+        self.cap.set(cv2.CAP_PROP_BUFFERSIZE, self.BUFFERS)
         self.cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*fourcc))
         self.cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         self.cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
@@ -160,6 +185,7 @@ class CameraSource(Source):
             log.warning(msg)
         self.fps = float(got["fps"] or fps)
         self.name = f"/dev/video{device}"
+        self.driver_ts = 0  # frames stamped by the driver (the rest by the host)
 
     def mode(self) -> dict:
         code = int(self.cap.get(cv2.CAP_PROP_FOURCC))
@@ -169,6 +195,7 @@ class CameraSource(Source):
             "fps": float(self.cap.get(cv2.CAP_PROP_FPS)),
             "fourcc": "".join(chr((code >> (8 * i)) & 0xFF) for i in range(4)),
             "exposure": float(self.cap.get(cv2.CAP_PROP_EXPOSURE)),
+            "buffers": int(self.cap.get(cv2.CAP_PROP_BUFFERSIZE)),
         }
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
@@ -181,7 +208,11 @@ class CameraSource(Source):
             ok, img = self.cap.retrieve()
             if not ok:
                 return
-            yield img, int(ts_ms * 1e6) if ts_ms and ts_ms > 0 else None
+            if ts_ms and ts_ms > 0:
+                self.driver_ts += 1
+                yield img, int(ts_ms * 1e6)
+            else:
+                yield img, None
 
     def close(self) -> None:
         self.cap.release()
@@ -207,6 +238,151 @@ def open_source(video: str = "", device: int | None = None, fps: float | None = 
     if device is None:
         raise CaptureError("no source: give --camera N or --video PATH")
     return CameraSource(device, width, height, fps or 200.0, fourcc, exposure)
+
+
+frame_differs = _differs  # asked-vs-got comparison, shared with the GenICam source
+
+
+# -- the source registry --------------------------------------------------------------------------
+SOURCES: Registry[Callable[[CameraConfig, CaptureConfig], Source]] = Registry(
+    "camera source", "mfvan.camera_sources", unavailable=CaptureError)
+
+
+def _file_source(cam: CameraConfig, capture: CaptureConfig) -> Source:
+    file_rate = not Path(cam.video).is_dir() and cam.fps_from_file
+    return open_source(cam.video, None, None if file_rate else cam.fps)
+
+
+def _v4l2_source(cam: CameraConfig, capture: CaptureConfig) -> Source:
+    return CameraSource(cam.device, cam.width, cam.height, cam.fps, cam.fourcc, cam.exposure)
+
+
+SOURCES.register("file", _file_source)
+SOURCES.register("v4l2", _v4l2_source)
+SOURCES.register("genicam", "streamer.genicam:from_config")
+
+
+def open_camera(cam: CameraConfig, capture: CaptureConfig | None = None) -> Source:
+    """The source a camera section names (video file/folder, V4L2 device or GenICam camera)."""
+    if not cam.kind:
+        raise CaptureError(f"camera {cam.name}: no source: give device, video or genicam.id")
+    return SOURCES.load(cam.kind)(cam, capture or CaptureConfig())
+
+
+def camera_arg(text: str) -> dict:
+    """`--camera` → a camera section: `N` is /dev/videoN, `genicam:ID` a GenICam camera."""
+    text = text.strip()
+    if text.isdigit():
+        return {"name": f"cam{text}", "device": int(text)}
+    if text.lower().startswith("genicam:") and len(text) > len("genicam:"):
+        ident = text[len("genicam:"):]
+        name = re.sub(r"[^A-Za-z0-9_.-]", "_", ident.split("=")[-1])[:60] or "genicam"
+        return {"name": name, "genicam": {"id": ident}}
+    raise ValueError(f"--camera {text!r}: give a V4L2 index (0 for /dev/video0) or genicam:ID "
+                     "(serial, user id, IP or device id; see --list-cameras)")
+
+
+# Counters a source may add to the streamer's (mfvan_streamer_<name>_total; SOURCE_GAUGES as
+# mfvan_streamer_<name>): every name a Source.counters() returns, with the help /metrics shows.
+# The GenICam source reports all of them; the others none yet.
+SOURCE_HELP = {
+    "buffers_incomplete": "camera frames dropped because packets were lost (after resends) or did not fit",
+    "buffers_timeout": "camera frames dropped because they did not complete in time",
+    "buffers_missing": "camera frames never received at all (frame id jumps)",
+    "buffers_underrun": "camera frames dropped because no free buffer was queued (the grab thread fell behind)",
+    "packets_missing": "GigE Vision stream packets missing",
+    "packets_resent": "GigE Vision stream packets the camera resent on request",
+    "packets_resend_requests": "GigE Vision packet resend requests sent",
+    "clock_offset_us": "camera clock mapped to the host's monotonic clock: host minus camera, microseconds",
+    "clock_drift_ppb": "camera clock drift against the host clock, parts per billion",
+}
+SOURCE_GAUGES = ("clock_offset_us", "clock_drift_ppb")
+
+
+def list_v4l2() -> list[dict]:
+    """V4L2 capture devices with their formats, sizes and rates (VIDIOC_ENUM_* ioctls)."""
+    import fcntl
+    import struct
+
+    def ioc(direction: int, nr: int, size: int) -> int:
+        return (direction << 30) | (size << 16) | (ord("V") << 8) | nr
+
+    querycap, enum_fmt = ioc(2, 0, 104), ioc(3, 2, 64)
+    enum_size, enum_ival = ioc(3, 74, 44), ioc(3, 75, 52)
+    out = []
+    for node in sorted(Path("/dev").glob("video*"), key=_natural_key):
+        try:
+            fd = os.open(node, os.O_RDWR | os.O_NONBLOCK)
+        except OSError as exc:
+            out.append({"device": str(node), "error": exc.strerror or str(exc)})
+            continue
+        try:
+            cap = fcntl.ioctl(fd, querycap, bytearray(104))
+            driver, card, bus = (cap[a:b].split(b"\0")[0].decode(errors="replace") for a, b in ((0, 16), (16, 48), (48, 80)))
+            caps, device_caps = struct.unpack_from("<II", cap, 84)
+            if not ((device_caps or caps) & 1):  # V4L2_CAP_VIDEO_CAPTURE: skip metadata nodes
+                continue
+            modes = []
+            for i in range(64):
+                try:
+                    fmt = fcntl.ioctl(fd, enum_fmt, struct.pack("<III32sII12x", i, 1, 0, b"", 0, 0))
+                except OSError:
+                    break
+                code = struct.unpack_from("<I", fmt, 44)[0]
+                fourcc = code.to_bytes(4, "little").decode(errors="replace")
+                sizes = []
+                for j in range(256):
+                    try:
+                        fs = fcntl.ioctl(fd, enum_size, struct.pack("<III24x8x", j, code, 0))
+                    except OSError:
+                        break
+                    kind, w, h = struct.unpack_from("<III", fs, 8)
+                    if kind != 1:  # stepwise/continuous: report the range and stop
+                        w0, w1, _, h0, h1, _ = struct.unpack_from("<6I", fs, 12)
+                        sizes.append(f"{w0}-{w1}x{h0}-{h1}")
+                        break
+                    rates = []
+                    for k in range(64):
+                        try:
+                            iv = fcntl.ioctl(fd, enum_ival, struct.pack("<IIIII24x8x", k, code, w, h, 0))
+                        except OSError:
+                            break
+                        ikind, num, den = struct.unpack_from("<III", iv, 16)
+                        if ikind != 1 or not num:
+                            break
+                        rates.append(f"{den / num:g}")
+                    sizes.append(f"{w}x{h}@{','.join(rates) or '?'}")
+                modes.append(f"{fourcc} {' '.join(sizes)}")
+            out.append({"device": str(node), "card": card, "driver": driver, "bus": bus, "modes": modes})
+        except OSError as exc:
+            out.append({"device": str(node), "error": exc.strerror or str(exc)})
+        finally:
+            os.close(fd)
+    return out
+
+
+def list_cameras() -> list[str]:
+    """What `mfvan-streamd --list-cameras` prints: V4L2 devices, then GenICam cameras."""
+    lines = ["V4L2 (--camera N):"]
+    v4l2 = list_v4l2()
+    for d in v4l2:
+        if "error" in d:
+            lines.append(f"  {d['device']}: {d['error']}")
+            continue
+        lines.append(f"  {d['device']}  {d['card']} ({d['driver']}, {d['bus']})")
+        lines += [f"      {m}" for m in d["modes"]] or ["      no capture formats listed"]
+    if not v4l2:
+        lines.append("  none (no /dev/video* capture device)")
+    lines.append("GenICam (--camera genicam:SERIAL):")
+    from streamer import genicam
+
+    why = genicam.unavailable()
+    if why:
+        lines.append(f"  not available: {why}")
+        return lines
+    cams = genicam.list_cameras()
+    lines += genicam.describe(cams) or ["  none found (GigE: same subnet? firewall open for UDP 3956? USB3: permissions?)"]
+    return lines
 
 
 class Grabber:
@@ -248,7 +424,7 @@ class Grabber:
                     break
                 if ts is None:
                     # replayed files have no clock: the nominal rate is their timeline
-                    ts = round(i * period) if not isinstance(self.source, CameraSource) else time.monotonic_ns()
+                    ts = time.monotonic_ns() if self.source.live else round(i * period)
                 if self.realtime:
                     delay = start + i * period - time.monotonic_ns()
                     if delay > 0:

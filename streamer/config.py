@@ -6,24 +6,82 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from engine.config.base import ListenHost, Section
+from engine.config.base import Section
 from engine.config.engine import EngineConfig
 from engine.registry import PluginSection
 from engine.wire.security import Security
 from streamer.faces import DETECTORS
 
 
+class GenICamConfig(Section):
+    """A GigE Vision / USB3 Vision camera through Aravis (streamer/genicam.py, docs/cameras.md).
+
+    Width, height and fps are the camera section's own; these are the GenICam-only options.
+    """
+
+    id: str = Field("", description="which camera: serial number, DeviceUserID, IP address or Aravis device id "
+                    "('mfvan-streamd --list-cameras' shows them); empty = not a GenICam camera")
+    pixel_format: str = Field("Mono8", description="GenICam PixelFormat: Mono8 or Bayer*8 (BayerRG8 ...); "
+                              "'' = keep the camera's")
+    output: Literal["native", "grey"] = Field("native", description="native: Mono8 stays one grey plane, Bayer is "
+                                              "demosaiced once to BGR; grey: Bayer is demosaiced straight to grey")
+    offset_x: int | None = Field(None, ge=0, description="ROI left edge; null = ROI centred on the sensor")
+    offset_y: int | None = Field(None, ge=0, description="ROI top edge; null = ROI centred on the sensor")
+    binning: int = Field(1, ge=1, le=8, description="sensor binning (both axes), applied before the ROI")
+    exposure_us: float | None = Field(None, gt=0, description="ExposureTime in µs (auto exposure off); null = "
+                                      "leave the camera's. At 200 fps it must stay below 5,000")
+    gain_db: float | None = Field(None, description="Gain in dB (auto gain off); null = leave the camera's")
+    features: dict[str, str] = Field(default_factory=dict, description="more GenICam features set at open, "
+                                     "by name (e.g. {BalanceWhiteAuto: 'Off'})")
+    buffers: int = Field(0, ge=0, le=4096, description="Aravis buffer pool; 0 = from the ring (a quarter of "
+                         "capture.ring_frames, 16..256 and at most 256 MiB)")
+    lost_s: float = Field(1.0, gt=0, description="no buffer for this long: probe the camera; no answer = lost "
+                          "(the streamer exits and the supervisor restarts it)")
+    packet_size: int = Field(0, ge=0, le=16384, description="GigE Vision packet size; 0 = negotiate the largest "
+                             "the path carries (jumbo frames: 8192-9000)")
+    packet_resend: bool = Field(True, description="ask a GigE camera to resend lost packets")
+    packet_socket: Literal["auto", "on", "off"] = Field("auto", description="Aravis' raw packet socket for "
+                                                        "GigE streams; auto = off for a camera on loopback")
+    socket_buffer: int = Field(0, ge=0, description="UDP receive buffer in bytes; 0 = sized to a frame "
+                               "(net.core.rmem_max caps it)")
+    strict: bool = Field(False, description="a mode mismatch or a frame rate the camera cannot reach is an "
+                         "error, not a warning")
+
+
 class CameraConfig(Section):
     name: str = Field("cam0", pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="topic-safe camera id")
     device: int | None = Field(None, ge=0, description="V4L2 index (/dev/videoN)")
     video: str = Field("", description="replay a file or frame folder instead of a camera")
+    genicam: GenICamConfig = Field(default_factory=GenICamConfig, description="a GenICam camera (genicam.id set)")
     fps: float = Field(200.0, gt=0, le=2000, description="camera rate; frame folders' rate; video files see fps_from_file")
     fps_from_file: bool = Field(True, description="a video file plays at its own rate (false: at fps)")
     width: int = Field(640, ge=16, le=8192)
     height: int = Field(480, ge=16, le=8192)
-    fourcc: str = Field("MJPG", min_length=4, max_length=4)
-    exposure: float | None = None
+    fourcc: str = Field("MJPG", min_length=4, max_length=4, description="V4L2 transport format (MJPG, YUYV)")
+    exposure: float | None = Field(None, description="V4L2 exposure in the driver's units (GenICam: genicam.exposure_us)")
     realtime: bool = Field(False, description="pace a replay at the source rate")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CameraConfig:
+        given = [k for k, on in (("device", self.device is not None), ("video", bool(self.video)),
+                                 ("genicam.id", bool(self.genicam.id))) if on]
+        if len(given) > 1:
+            raise ValueError(f"camera {self.name}: give one source, not {' and '.join(given)}")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """The source registry's name for this camera: file, genicam or v4l2 ('' = none given)."""
+        if self.video:
+            return "file"
+        if self.genicam.id:
+            return "genicam"
+        return "v4l2" if self.device is not None else ""
+
+    @property
+    def live(self) -> bool:
+        """A camera runs on its own clock: its frames are dropped (counted), never waited for."""
+        return self.kind in ("v4l2", "genicam")
 
 
 class CaptureConfig(Section):
@@ -87,7 +145,7 @@ class SupervisorConfig(Section):
     restart_window_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")
-    metrics_host: ListenHost = Field("127.0.0.1", description="address /metrics and /healthz listen on")
+    metrics_host: str = Field("127.0.0.1", description="address /metrics and /healthz listen on")
     linger_s: float = Field(1.0, ge=0, description="after a replay ends, let the engine finish its queue this long")
     status_every_s: float = Field(1.0, gt=0, description="streamer Status messages (counters) this often")
 
@@ -103,17 +161,3 @@ class StreamdConfig(Section):
     embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
     supervisor: SupervisorConfig = SupervisorConfig()
     security: Security = Security()
-
-    @model_validator(mode="after")
-    def _consistent(self) -> StreamdConfig:
-        """Checks across fields: each of these was accepted and then misbehaved silently."""
-        names = [c.name for c in self.cameras]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            # one name = one metric series and one topic: two cameras would be indistinguishable
-            raise ValueError(f"cameras: duplicate name(s) {', '.join(dupes)}; give every camera its own name")
-        sp = self.spotter
-        if sp.micro_min_ms >= sp.micro_max_ms:
-            raise ValueError(f"spotter.micro_min_ms ({sp.micro_min_ms:g}) must be below spotter.micro_max_ms "
-                             f"({sp.micro_max_ms:g}): no episode could be a micro-expression")
-        return self

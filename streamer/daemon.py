@@ -78,7 +78,7 @@ class Supervisor:
             shared = self.ctx.Array("q", len(COUNTERS), lock=False)
             self.children.append(Child(f"streamer-{cam.name}", "streamer", STREAMER_TARGET, (cfg_json, i),
                                        {"shared": shared, "pair_endpoint": self.pair_endpoint},
-                                       replay=cam.device is None, shared=shared))
+                                       replay=cam.kind == "file", shared=shared))
         self.http: HttpServer | None = None
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -295,7 +295,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mfvan-streamd", description="Real-time micro-expression daemon: "
                                 "camera(s) → faces → spotting → engine → results on a ZeroMQ PUB socket.")
     src = p.add_argument_group("source (one or more; a config file may list cameras instead)")
-    src.add_argument("--camera", type=int, action="append", metavar="N", help="V4L2 camera /dev/videoN (repeatable)")
+    src.add_argument("--camera", type=_camera_arg, action="append", metavar="N|genicam:ID",
+                     help="V4L2 camera /dev/videoN, or a GenICam camera by serial, user id, IP or device id "
+                     "(repeatable; see --list-cameras)")
+    src.add_argument("--list-cameras", action="store_true", help="list V4L2 and GenICam cameras with their modes, then exit")
     src.add_argument("--video", action="append", metavar="PATH", help="replay a video file or a frame folder (repeatable)")
     src.add_argument("--fps", type=float, help="frame rate of frame folders / forced rate of videos / camera rate")
     src.add_argument("--realtime", action="store_true", help="pace a replay at the source rate (else as fast as possible)")
@@ -309,11 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _camera_arg(text: str) -> dict:
+    from streamer.capture import camera_arg
+
+    try:
+        return camera_arg(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def overrides_from_args(args: argparse.Namespace, base: StreamdConfig | None = None) -> dict:
     over: dict = {}
     cams = []
-    for n in args.camera or []:
-        cams.append({"name": f"cam{n}", "device": n})
+    for c in args.camera or []:
+        cams.append(dict(c))
     for i, v in enumerate(args.video or []):
         cams.append({"name": Path(v).stem[:40].replace("/", "_").replace(" ", "_") or f"video{i}", "video": v})
     if cams:
@@ -348,7 +360,7 @@ def dry_run(cfg: StreamdConfig) -> int:
 
     import zmq
 
-    from streamer.capture import CaptureError, open_source
+    from streamer.capture import CaptureError, open_camera
 
     ok = True
 
@@ -359,10 +371,10 @@ def dry_run(cfg: StreamdConfig) -> int:
 
     for cam in cfg.cameras:
         try:
-            src = open_source(cam.video, cam.device, None if (cam.video and cam.fps_from_file) else cam.fps,
-                              cam.width, cam.height, cam.fourcc, cam.exposure)
+            src = open_camera(cam, cfg.capture)
             img = next(iter(src.frames()), (None, None))[0]
-            extra = f"; mode mismatch {src.mismatch}" if getattr(src, "mismatch", None) else ""
+            extra = f"; mode mismatch {src.mismatch}" if src.mismatch else ""
+            extra += "".join(f"; {w}" for w in getattr(src, "warnings", ()))
             report(img is not None, f"{cam.name}: {src.name} {'' if img is None else img.shape} "
                                     f"at {src.fps:.1f} fps{extra}")
             src.close()
@@ -421,9 +433,14 @@ def main(argv: list[str] | None = None) -> int:
             base = load_config(StreamdConfig, args.config)
         except ConfigError:
             base = None  # config_from_args reports it below
+    if args.list_cameras:
+        from streamer.capture import list_cameras
+
+        print("\n".join(list_cameras()))
+        return 0
     cfg = config_from_args(args, StreamdConfig, overrides_from_args(args, base))
-    if not any(c.device is not None or c.video for c in cfg.cameras):
-        parser.error("no source: give --camera N or --video PATH (or cameras in --config)")
+    if not any(c.kind for c in cfg.cameras):
+        parser.error("no source: give --camera N|genicam:ID or --video PATH (or cameras in --config)")
     if args.dry_run:
         return dry_run(cfg)
     return Supervisor(cfg, args.engine, args.log_level).run()

@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 
 from engine.wire.protocol import now_ns
-from streamer.capture import CaptureError, Grabber, open_source
+from streamer.capture import SOURCE_GAUGES, SOURCE_HELP, CaptureError, Grabber, open_camera
 from streamer.config import StreamdConfig
 from streamer.pipeline import Pipeline
 from streamer.publish import Publisher
@@ -58,8 +58,9 @@ HELP = {
     "stalled": "1 while the streamer is stalled",
     "ring": "frames waiting in the capture ring",
 }
+HELP.update(SOURCE_HELP)  # a camera's own drop counters and clock (GenICam: streamer/genicam.py)
 COUNTERS = tuple(HELP)
-GAUGES = ("running", "stalled", "ring")  # states and the ring depth (frames waiting); the rest only grow
+GAUGES = ("running", "stalled", "ring", *SOURCE_GAUGES)  # states, ring depth, camera clock; the rest only grow
 
 EXIT_DONE = 0  # the replay ended or we were asked to stop
 EXIT_SOURCE = 3  # the camera/video could not be opened or read
@@ -91,9 +92,7 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
                 shared[i] = int(counters[name])
 
     try:
-        file_rate = bool(cam.video) and not Path(cam.video).is_dir() and cam.fps_from_file
-        source = open_source(cam.video, cam.device, None if file_rate else cam.fps,
-                             cam.width, cam.height, cam.fourcc, cam.exposure)
+        source = open_camera(cam, cfg.capture)
         seed = load_noise_seed(cfg.spotter.noise_floor_file)
     except CaptureError as exc:
         log.error("%s: %s", cam.name, exc)
@@ -102,7 +101,7 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
         log.error("%s: noise floor file %s unusable: %s", cam.name, cfg.spotter.noise_floor_file, exc)
         return EXIT_CONFIG
     log.info("%s: %s at %.1f fps (%s)", cam.name, source.name, source.fps,
-             "realtime" if cam.realtime or cam.device is not None else "as fast as possible")
+             "realtime" if cam.realtime or cam.live else "as fast as possible")
     from streamer.faces.types import DetectorUnavailable
 
     try:
@@ -112,7 +111,7 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
         source.close()
         return EXIT_CONFIG
     grab = Grabber(source, cfg.capture.ring_frames, cfg.capture.gap_factor, realtime=cam.realtime,
-                   live=cam.device is not None).start()
+                   live=cam.live).start()
     pub = Publisher(pair_endpoint or cfg.engine.pair_endpoint, cam.name, cfg.security, cfg.capture.pair_hwm)
     walls: deque[int] = deque(maxlen=8192)  # capture ts of recent frames -> their wall clock
     wall_map: dict[int, int] = {}
@@ -129,6 +128,7 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
 
     def update() -> None:
         counters.update(pipe.counters())
+        counters.update(source.counters())
         counters.update(gaps=grab.stats.gaps, overruns=grab.stats.overruns,
                         pairs_sent=pub.sent["pair"], pairs_refused=pub.refused["pair"], pairs_nocrop=pub.nocrop,
                         macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import cv2
 
-from streamer.capture import CaptureError, Grabber, open_source
+from streamer.capture import CaptureError, Grabber, camera_arg, open_camera, open_source
 
 RESERVE_BYTES = 1 << 20  # never fill a disk to the last byte: logs and the sidecar need room
 
@@ -44,30 +44,39 @@ def _part(path: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="mfvan-record", description=__doc__.split("\n\n")[0])
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--camera", type=int, metavar="N", help="V4L2 camera /dev/videoN")
+    src.add_argument("--camera", metavar="N|genicam:ID", help="V4L2 camera /dev/videoN, or a GenICam camera by "
+                     "serial, user id, IP or device id (mfvan-streamd --list-cameras)")
     src.add_argument("--video", metavar="PATH", help="re-record a video or frame folder (transcode to lossless)")
     p.add_argument("--out", required=True, help="FILE.mkv (FFV1) or a folder (PNG frames)")
     p.add_argument("--fps", type=float, default=200.0)
     p.add_argument("--width", type=int, default=640)
     p.add_argument("--height", type=int, default=480)
     p.add_argument("--fourcc", default="MJPG", help="camera transport format")
-    p.add_argument("--exposure", type=float)
+    p.add_argument("--exposure", type=float, help="V4L2: the driver's units; GenICam: ExposureTime in µs")
+    p.add_argument("--pixel-format", default="Mono8", help="GenICam PixelFormat (Mono8, BayerRG8 ...)")
     p.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = until the source ends or Ctrl-C)")
     p.add_argument("--frames", type=int, default=0, help="stop after this many frames (0 = no limit)")
     p.add_argument("--ring", type=int, default=1024, help="frames buffered between grab and write")
     from engine.config.cli import add_config_args, config_from_args
     from engine.process import setup_logging
-    from streamer.config import CaptureConfig
+    from streamer.config import CameraConfig, CaptureConfig
 
     add_config_args(p)
     args = p.parse_args(argv)
     config_from_args(args, CaptureConfig)  # --print-config / --validate-config for the capture section
     setup_logging("WARNING")  # the capture code warns through logging
     try:
-        source = open_source(args.video or "", args.camera, args.fps if args.camera is not None or
-                             (args.video and Path(args.video).is_dir()) else None,
-                             args.width, args.height, args.fourcc, args.exposure)
-    except CaptureError as exc:
+        if args.camera is not None:
+            cam = camera_arg(args.camera)
+            if "genicam" in cam:
+                cam["genicam"].update(pixel_format=args.pixel_format, exposure_us=args.exposure)
+            else:
+                cam["exposure"] = args.exposure
+            cam = CameraConfig(**cam, fps=args.fps, width=args.width, height=args.height, fourcc=args.fourcc)
+            source = open_camera(cam, CaptureConfig(ring_frames=args.ring))
+        else:
+            source = open_source(args.video, None, args.fps if Path(args.video).is_dir() else None)
+    except (CaptureError, ValueError) as exc:
         print(f"mfvan-record: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out)
@@ -80,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     sidecar_path = out / "timestamps.csv" if folder else Path(str(out) + ".ts.csv")
     sidecar_part = sidecar_path.with_name(sidecar_path.name + ".part")
     video_part = None if folder else _part(out)
-    grab = Grabber(source, args.ring, live=args.camera is not None).start()
+    grab = Grabber(source, args.ring, live=source.live).start()
     writer = None
     sidecar = open(sidecar_part, "w")  # noqa: SIM115  (closed in finally)
     sidecar.write("index,ts_ns\n")
@@ -110,7 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 if writer is None:
                     h, w = fr.image.shape[:2]
-                    writer = cv2.VideoWriter(str(video_part), cv2.VideoWriter_fourcc(*"FFV1"), source.fps, (w, h))
+                    # a mono camera's grey plane is recorded as one (FFV1 gray), not tripled
+                    writer = cv2.VideoWriter(str(video_part), cv2.VideoWriter_fourcc(*"FFV1"), source.fps, (w, h),
+                                             isColor=fr.image.ndim == 3)
                     if not writer.isOpened():
                         print(f"mfvan-record: cannot write FFV1 to {out}", file=sys.stderr)
                         return 2
@@ -144,7 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"mfvan-record: recording stopped after {n} frames: {failure}{kept}", file=sys.stderr)
         return 1
     s = grab.stats
-    print(f"mfvan-record: {n} frames → {out} ({s.gaps} sensor gaps, {s.overruns} lost to overruns)", file=sys.stderr)
+    lost = {k: v for k, v in source.counters().items() if k.startswith("buffers_") and v}
+    print(f"mfvan-record: {n} frames → {out} ({s.gaps} sensor gaps, {s.overruns} lost to overruns"
+          + "".join(f", {v} {k.removeprefix('buffers_')}" for k, v in lost.items()) + ")", file=sys.stderr)
     return 0
 
 

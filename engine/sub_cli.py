@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -152,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
                     break
     except KeyboardInterrupt:
         pass
+    except BrokenPipeError:
+        # `mfvan-sub ... | head`: the reader is done, which is a normal end, not a traceback.
+        # stdout goes to /dev/null so the interpreter's final flush cannot raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     finally:
         seq = sub.sequences
         invalid = dict(sub.invalid)

@@ -263,3 +263,21 @@ def test_engine_removes_its_ipc_socket_files_on_a_clean_exit(tmp_path: Path, art
         sub.close()
     assert eng.rc == [0]
     assert not (tmp_path / "pairs").exists() and not (tmp_path / "pub").exists()
+
+
+def test_mfvan_sub_into_head_ends_quietly(tmp_path: Path, artefact: Path) -> None:
+    """`mfvan-sub --heartbeats | head -n 3` against a real engine: exit 0, no BrokenPipe traceback."""
+    import subprocess
+    import sys
+
+    with EngineThread(artefact, ipc=tmp_path) as eng:
+        sub = Subscriber(eng.cfg.pub_endpoint, kinds=(P.TOPIC_HEARTBEAT,))
+        assert heard(sub, 60)  # serving
+        sub.close()
+        cmd = (f"{sys.executable} -m engine.sub_cli --endpoint {eng.cfg.pub_endpoint} --heartbeats "
+               f"2>{tmp_path}/err | head -n 3; echo \"${{PIPESTATUS[0]}}\" > {tmp_path}/rc")
+        proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert len(proc.stdout.splitlines()) == 3 and " hb eng-sec seq " in proc.stdout
+    err = (tmp_path / "err").read_text()
+    assert (tmp_path / "rc").read_text().strip() == "0", err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

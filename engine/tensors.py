@@ -9,6 +9,7 @@ takes RGB float32 [0, 1] NCHW (any further normalisation lives inside the model)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import cv2
 import numpy as np
@@ -23,6 +24,33 @@ def crops_to_nchw(crops: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
     # BGR→RGB and HWC→CHW in one strided copy, then scale in place
     np.multiply(batch[..., ::-1].transpose(0, 3, 1, 2), np.float32(1.0 / 255.0), out=out, casting="unsafe")
     return out
+
+
+def input_form(manifest: Any) -> str:
+    """The network input form an artefact's model was built for (`model.input_form` of the
+    model config the builder copies into the manifest's `source`); "onset_apex" when absent."""
+    if isinstance(manifest, str):
+        return manifest
+    source = getattr(manifest, "source", None) or {}
+    cfg = source.get("model_config") if isinstance(source, dict) else None
+    return str(cfg.get("input_form", "onset_apex")) if isinstance(cfg, dict) else "onset_apex"
+
+
+def pair_inputs(onsets: Sequence[np.ndarray] | np.ndarray, apexes: Sequence[np.ndarray] | np.ndarray,
+                manifest: Any = "onset_apex") -> tuple[np.ndarray, np.ndarray]:
+    """Wire crop pairs → the network's two inputs, as the artefact's model takes them.
+
+    Every form: the apex as `crops_to_nchw`. The first input is the onset the same way, except
+    for `input_form: motion` models, where it is the onset → apex motion (u, v, strain;
+    `engine.motion`), the one flow the trainer trained on. `manifest` is an artefact Manifest
+    or an input form name.
+    """
+    apex = crops_to_nchw(apexes)
+    if input_form(manifest) == "motion":
+        from engine.motion import motion_nchw
+
+        return motion_nchw(onsets, apexes), apex
+    return crops_to_nchw(onsets), apex
 
 
 def upsample_heatmaps(heatmaps: np.ndarray, size: int, dtype: str = "uint8") -> np.ndarray:

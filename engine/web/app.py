@@ -12,8 +12,8 @@ Why this shape:
   counted (sent to that client in its `bridge` messages and summed in /api/state), so a slow
   browser loses its own old messages and nothing else.
 - A token guards /ws and /api/ when set, and must be set to bind beyond loopback; a WebSocket
-  whose Origin is another site is refused (a web page must not read results through the
-  interviewer's browser). Static files carry no data and need no token.
+  whose Origin is another site is refused unless listed in `allow_origins` (a web page must not
+  read results through the interviewer's browser). Static files carry no data and need no token.
 - Health is judged here, once a second, from what arrives: an engine whose heartbeats stop (or a
   streamer whose status stops) for `stale_s` is unhealthy, so a killed engine shows as such
   although it could not say so itself.
@@ -188,11 +188,11 @@ def _authorised(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(given.encode(), token.encode())
 
 
-def _same_origin(request: web.Request) -> bool:
+def _origin_allowed(request: web.Request, allowed: list[str]) -> bool:
     origin = request.headers.get("Origin")
     if not origin:
         return True  # not a browser page (a script, curl, Node): the token decides
-    return urlsplit(origin).netloc == request.host
+    return urlsplit(origin).netloc == request.host or "*" in allowed or origin.rstrip("/") in allowed
 
 
 def make_app(cfg: WebConfig, hub: Hub) -> web.Application:
@@ -201,8 +201,8 @@ def make_app(cfg: WebConfig, hub: Hub) -> web.Application:
     async def ws_handler(request: web.Request) -> web.StreamResponse:
         if not _authorised(request, cfg.token):
             raise web.HTTPUnauthorized(text="token required (?token= or Authorization: Bearer)")
-        if not _same_origin(request):
-            raise web.HTTPForbidden(text="cross-origin WebSocket refused")
+        if not _origin_allowed(request, [o.rstrip("/") for o in cfg.allow_origins]):
+            raise web.HTTPForbidden(text="cross-origin WebSocket refused (allow it with allow_origins)")
         if len(hub.clients) >= cfg.max_clients:
             raise web.HTTPServiceUnavailable(text=f"{cfg.max_clients} clients already")
         cams = {c for c in request.query.get("cameras", "").split(",") if c}
@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="bind address (default 127.0.0.1; beyond loopback --token is required)")
     p.add_argument("--port", type=int, help="HTTP/WebSocket port (default 8765; 0 = any free port)")
     p.add_argument("--token", help="token every client must present (or MFVAN_TOKEN)")
+    p.add_argument("--allow-origin", action="append", help="a web origin whose pages may open the WebSocket "
+                   "(repeatable; '*' = any)")
     p.add_argument("--server-key", help="server public key file (enables CURVE)")
     p.add_argument("--client-key", help="this client's secret key file (with --server-key)")
     p.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -322,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     over: dict = {k: getattr(args, k) for k in ("endpoint", "host", "port", "token") if getattr(args, k) is not None}
     if args.camera:
         over["cameras"] = args.camera
+    if args.allow_origin:
+        over["allow_origins"] = args.allow_origin
     if args.server_key or args.client_key:
         over["security"] = {"server_public_key": args.server_key or "", "client_secret_key": args.client_key or ""}
     cfg = config_from_args(args, WebConfig, over)

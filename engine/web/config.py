@@ -15,6 +15,8 @@ class WebConfig(Section):
     port: int = Field(8765, ge=0, le=65535, description="HTTP/WebSocket port (0 = any free port, printed)")
     token: str = Field("", description="required from every WebSocket/API client when set (MFVAN_TOKEN); "
                        "mandatory when host is not a loopback address")
+    allow_origins: list[str] = Field(default_factory=list, description="web origins (e.g. http://localhost:3000) "
+                                     "whose pages may open the WebSocket besides the dashboard's own; '*' = any")
     client_queue: int = Field(256, ge=1, le=100_000, description="messages queued per WebSocket client; past it "
                               "the oldest is dropped and counted, so a slow browser never slows anyone else")
     max_clients: int = Field(32, ge=1, le=10_000)

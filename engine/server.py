@@ -68,7 +68,14 @@ from engine.wire.protocol import (
     now_ns,
     topic,
 )
-from engine.wire.security import Guard, SecurityError, curve_enabled, secure_bind, secure_connect
+from engine.wire.security import (
+    Guard,
+    SecurityError,
+    curve_enabled,
+    secure_bind,
+    secure_connect,
+    split_endpoints,
+)
 
 log = logging.getLogger("mfvan.engine")
 STATUS_EVERY_S = 5.0
@@ -352,8 +359,7 @@ class EngineServer:
                 self._guards[name] = guard
             if self.cfg.bind:
                 self._conns[name] = Connections(sock)
-                path = _ipc_file(endpoint)
-                if path is not None:
+                for path in filter(None, map(_ipc_file, split_endpoints(endpoint))):
                     try:
                         self._ipc.append((path, path.stat().st_ino))
                     except OSError:

@@ -35,7 +35,13 @@ def _host_ok(host: str, wildcard: bool) -> bool:
 
 
 def check_endpoint(value: str) -> str:
-    """A ZeroMQ endpoint this project can bind or connect; the message says what is expected."""
+    """ZeroMQ endpoints this project can bind or connect (several joined by ","); the message
+    says what is expected."""
+    parts = [p.strip() for p in value.split(",")]
+    if len(parts) > 1:
+        for part in parts:
+            check_endpoint(part)
+        return value
     scheme, sep, rest = value.partition("://")
     if not sep or not rest:
         raise ValueError(f"{value!r} is not a ZeroMQ endpoint: {_ENDPOINT_HELP}")

@@ -42,6 +42,9 @@ class Security(BaseModel):
     server_public_key: str = ""  # path to the server's public key file (for clients)
     ipc_mode: int = 0o660  # octal: YAML `0660` or the string "0o660"; owner rw required, no world access
     publish_crops: bool = False  # raw face crops never leave the host unless this is true
+    # plain TCP bound beyond loopback is refused unless this is true: anyone who reaches the port
+    # reads every result and can send Pair/Macro/Status messages that are republished as genuine
+    insecure: bool = False
 
     @field_validator("ipc_mode", mode="before")
     @classmethod
@@ -196,8 +199,17 @@ def _chmod_ipc(endpoint: str, mode: int) -> None:
             os.chmod(path, mode)
 
 
+def split_endpoints(endpoint: str) -> list[str]:
+    """`tcp://a:1,tcp://b:1` → both: one socket may bind or connect several endpoints (a
+    streamer's PUSH balancing pairs over two engine hosts, a subscriber reading both)."""
+    return [e.strip() for e in endpoint.split(",") if e.strip()]
+
+
 def secure_bind(sock: zmq.Socket, endpoint: str, sec: Security) -> Guard | None:
     """Bind `sock` as a CURVE server when keys are configured; ipc files get `sec.ipc_mode`.
+
+    Without CURVE: TCP beyond loopback is refused unless `sec.insecure`, and loopback TCP is
+    bound with a warning (every local user can read and inject); ipc is protected by its mode.
 
     Returns the ZAP guard (the caller stops it on shutdown; `guard.allow` is the live
     allow-list) when an allow-list is used.
@@ -219,13 +231,19 @@ def secure_bind(sock: zmq.Socket, endpoint: str, sec: Security) -> Guard | None:
         sock.curve_server = True
     elif sec.client_allow_dir:
         raise SecurityError("client_allow_dir needs server_secret_key (CURVE) to mean anything")
-    elif endpoint.startswith("tcp://") and not _is_loopback(endpoint):
-        # plain TCP beyond this host: allowed, but never silently
-        log.warning(
-            "binding %s without CURVE: anyone who can reach it can read it", endpoint
-        )
-    sock.bind(endpoint)
-    _chmod_ipc(endpoint, sec.ipc_mode)
+    for ep in split_endpoints(endpoint) or [endpoint]:
+        if ep.startswith("tcp://") and not sec.server_secret_key:
+            if not _is_loopback(ep) and not sec.insecure:
+                raise SecurityError(
+                    f"refusing to bind {ep} without CURVE: anyone who can reach it could read every result and "
+                    "inject messages; set security.server_secret_key (+ client_allow_dir, see `mfvan-keys`), "
+                    "bind a loopback or ipc:// endpoint, or set security.insecure: true")
+            log.warning("binding %s without CURVE: %s", ep,
+                        "anyone who can reach it reads every result and can inject messages (security.insecure)"
+                        if not _is_loopback(ep) else "every local user can read results and inject messages; "
+                        "use an ipc:// endpoint in a private runtime dir (ipc_mode 0660) or CURVE")
+        sock.bind(ep)
+        _chmod_ipc(ep, sec.ipc_mode)
     return auth
 
 
@@ -239,7 +257,8 @@ def secure_connect(sock: zmq.Socket, endpoint: str, sec: Security) -> None:
         sock.curve_serverkey = server_public
         sock.curve_publickey = public
         sock.curve_secretkey = secret
-    sock.connect(endpoint)
+    for ep in split_endpoints(endpoint) or [endpoint]:
+        sock.connect(ep)
 
 
 def _is_loopback(endpoint: str) -> bool:

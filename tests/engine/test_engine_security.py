@@ -281,3 +281,21 @@ def test_mfvan_sub_into_head_ends_quietly(tmp_path: Path, artefact: Path) -> Non
     err = (tmp_path / "err").read_text()
     assert (tmp_path / "rc").read_text().strip() == "0", err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+def test_plain_tcp_beyond_loopback_is_refused_unless_insecure(artefact: Path, caplog) -> None:
+    """Without CURVE, a bind on every interface let anyone reachable read results and inject
+    Pair/Macro/Status messages that were republished as genuine: refused at start (exit 2)."""
+    import logging
+
+    caplog.set_level(logging.WARNING)
+    pub = f"tcp://0.0.0.0:{free_port()}"
+    cfg = EngineConfig(artefact=str(artefact), backend="onnxruntime", pair_endpoint=f"tcp://127.0.0.1:{free_port()}",
+                       pub_endpoint=pub, intra_op_threads=1)
+    assert run(cfg, threading.Event()) == 2
+    assert "refusing to bind" in caplog.text and "security.insecure" in caplog.text
+    caplog.clear()
+    stop = threading.Event()
+    stop.set()  # serve no loop iteration: binding is what is checked
+    assert run(cfg.model_copy(update={"security": Security(insecure=True)}), stop) == 0
+    assert f"binding {pub} without CURVE" in caplog.text

@@ -16,7 +16,7 @@ from streamer.crops import as_bgr, face_crop
 from streamer.faces import DETECTORS
 from streamer.faces.tracker import FaceTracker
 from streamer.spotting.noise import NoiseFloor
-from streamer.spotting.spotter import MotionMeter, SpottedEvent, TrackSpotter
+from streamer.spotting.spotter import SpottedEvent, TrackSpotter, make_meter, spotter_options
 
 INTEROCULAR_112 = 35.24  # eye distance of the ArcFace template in a 112-pixel crop
 
@@ -61,7 +61,7 @@ class Pipeline:
                                    roi_detector=roi_detector(faces, detector),
                                    scan_every=max(1, round(faces.scan_every_s * fps)))
         self.crop = faces.crop_size
-        self.meter = MotionMeter(spotter.spot_size)
+        self.meter = make_meter(spotter)
         self.spotters: dict[int, TrackSpotter] = {}
         self.noise_seed = noise_seed
         self.keep_crops = keep_crops
@@ -82,7 +82,7 @@ class Pipeline:
                               c.edge_fraction, c.max_episode_s, fixed_threshold=fixed, keep_crops=self.keep_crops,
                               end_fraction=c.end_fraction,
                               micro_max_score=c.micro_max_disp * INTEROCULAR_112 * c.spot_size / 112.0,
-                              confirm_factor=c.confirm_factor)
+                              confirm_factor=c.confirm_factor, **spotter_options(c, self.fps))
             sp.record = self.record
             if self.explain:
                 sp.trace = []

@@ -61,11 +61,13 @@ def explain_miss(event: Interval, others: list[Interval], spotters: dict[int, Tr
             continue
         info = _explain_track(event, others, sp, tr, inside, iou_threshold)
         info["track"] = tid
-        if best is None or len(inside) > best["_frames"]:
-            best = {**info, "_frames": len(inside)}
+        # the track that saw the event best: the episode closest to it, then the most frames
+        rank = (max((e["iou"] for e in info["episodes"]), default=-1.0), len(inside))
+        if best is None or rank > best["_rank"]:
+            best = {**info, "_rank": rank}
     if best is None:
         return {"cause": "no track", "track": None}
-    best.pop("_frames")
+    best.pop("_rank")
     return best
 
 

@@ -27,8 +27,22 @@ class NoiseFloor:
         self.median = 0.0
         self.mad = 0.0
         self.seeded = seed is not None
+        self.prior = False  # seeded by a population prior, not by this subject's calibration
         if seed is not None:
             self.median, self.mad = float(seed[0]), float(seed[1])
+
+    def set_prior(self, median: float, mad: float) -> None:
+        """Start from a population prior when there is no calibration seed.
+
+        Why: without a seed the floor needs k + warm-up frames (~0.5 s) before anything can
+        fire, and a clip's or a track's first events are lost. The prior is blended out by the
+        first `warmup` live values, and while it is, values are not gated: a prior too low for
+        a noisy face must not stop the floor from learning that face's noise.
+        """
+        if self.seeded:
+            return
+        self.median, self.mad = float(median), float(mad)
+        self.seeded = self.prior = True
 
     @property
     def ready(self) -> bool:
@@ -49,7 +63,7 @@ class NoiseFloor:
         return self.median + 0.5 * (self.threshold - self.median)
 
     def add(self, value: float) -> None:
-        if self.ready and value > self.gate:
+        if self.ready and value > self.gate and not (self.prior and len(self.values) < self.warmup):
             return
         self.values.append(value)
         self._n_since += 1

@@ -30,6 +30,7 @@ How it avoids the pitfalls of the plain MEGC recipe (DESIGN §3):
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -124,26 +125,55 @@ class SpotterStats:
 
 
 class MotionMeter:
-    """ROI motion between two aligned grey crops with OpenCV's DIS optical flow."""
+    """ROI motion between two aligned grey crops with OpenCV's DIS optical flow.
 
-    def __init__(self, size: int):
+    `rigid`: the head's residual motion removed from the flow is a similarity (translation,
+    scale, rotation: each the median over the face's flow samples) instead of a translation
+    only. Why: the alignment follows the head with a small lag and error; a residual rotation
+    or zoom moves the left and right ROIs in opposite directions, which a median translation
+    cannot cancel, and over a k-frame lag that drift is most of the noise floor. Expressions
+    move a minority of the face, so the medians stay on the rigid part.
+    """
+
+    def __init__(self, size: int, rigid: bool = False):
         self.size = size
+        self.rigid = rigid
         self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
         s = size / 112.0
         self.rois = {n: tuple(round(v * s) for v in r) for n, r in ROIS_112.items()}
         self.face = tuple(round(v * s) for v in FACE_112)
         self.flows = 0
+        x0, y0, x1, y1 = self.face
+        ys, xs = np.mgrid[y0:y1:3, x0:x1:3]
+        self._centre = np.array([(x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2], np.float32)
+        d = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32) - self._centre
+        n2 = (d ** 2).sum(1)
+        keep = n2 > (0.15 * (x1 - x0)) ** 2  # near the centre scale and rotation are unmeasurable
+        self._d, self._n2, self._keep = d[keep], n2[keep], keep
+        # ROI centres relative to the face centre: where the similarity's flow is read
+        self._q = np.array([((r[0] + r[2] - 1) / 2, (r[1] + r[3] - 1) / 2) for r in self.rois.values()],
+                           np.float32) - self._centre
 
     def measure_rois(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        """Mean-flow magnitude per ROI (order of ROI_NAMES) after removing the face's median flow."""
+        """Mean-flow magnitude per ROI (order of ROI_NAMES) after removing the face's rigid motion."""
         flow = self.dis.calc(a, b, None)
         self.flows += 1
         x0, y0, x1, y1 = self.face
-        glob = np.median(flow[y0:y1:3, x0:x1:3].reshape(-1, 2), axis=0)
+        samples = flow[y0:y1:3, x0:x1:3].reshape(-1, 2)
+        glob = np.median(samples, axis=0)
         out = np.empty(len(self.rois), np.float32)
         gx, gy = float(glob[0]), float(glob[1])
+        if self.rigid:
+            g = samples[self._keep] - glob
+            d = self._d
+            scale = float(np.median((g[:, 0] * d[:, 0] + g[:, 1] * d[:, 1]) / self._n2))
+            rot = float(np.median((d[:, 0] * g[:, 1] - d[:, 1] * g[:, 0]) / self._n2))
+            q = self._q
+            model = np.stack([gx + scale * q[:, 0] - rot * q[:, 1], gy + scale * q[:, 1] + rot * q[:, 0]], 1)
         for i, (rx0, ry0, rx1, ry1) in enumerate(self.rois.values()):
             mx, my = cv2.mean(flow[ry0:ry1, rx0:rx1])[:2]  # C speed; numpy's mean is 5x slower here
+            if self.rigid:
+                gx, gy = float(model[i, 0]), float(model[i, 1])
             out[i] = ((mx - gx) ** 2 + (my - gy) ** 2) ** 0.5
         return out
 
@@ -173,6 +203,21 @@ class _Slot:
     bgr: np.ndarray | None
 
 
+def make_meter(cfg) -> MotionMeter:
+    """The MotionMeter a SpotterConfig asks for (shared by a camera's tracks)."""
+    return MotionMeter(cfg.spot_size, rigid=cfg.motion_model == "similarity")
+
+
+def spotter_options(cfg, fps: float) -> dict:
+    """TrackSpotter keyword arguments from a SpotterConfig beyond the ones Pipeline passes itself
+    (so a new spotter option needs no Pipeline change)."""
+    return {"short_lag": cfg.after_episode == "anchor",
+            "early": cfg.early_reference,
+            "prior": tuple(cfg.floor_prior) if cfg.floor_prior else None, "edge_margin": cfg.edge_margin,
+            "shape_min": cfg.min_on_shape,
+            "min_score": cfg.micro_min_disp * 35.24 * cfg.spot_size / 112.0}  # ArcFace template eye distance
+
+
 class TrackSpotter:
     """One face track's state machine: QUIET (learning the floor, watching a(t)) / EPISODE."""
 
@@ -180,8 +225,18 @@ class TrackSpotter:
                  micro_min_ms: float = 65.0, micro_max_ms: float = 500.0, edge_fraction: float = 0.25,
                  max_episode_s: float = 4.0, hold: int | None = None, fixed_threshold: float | None = None,
                  keep_crops: bool = True, end_fraction: float = 0.25, micro_max_score: float = float("inf"),
-                 reject_blinks: bool = True, confirm_factor: float = 1.5):
+                 reject_blinks: bool = True, confirm_factor: float = 1.5,
+                 short_lag: bool = False, early: bool = False,
+                 prior: tuple[float, float] | None = None, edge_margin: float = 0.5,
+                 shape_min: bool = False, min_score: float = 0.0):
         self.track, self.fps, self.k = track, fps, k
+        if prior is not None:
+            floor.set_prior(*prior)
+        self.edge_margin = edge_margin
+        self.shape_min = shape_min
+        self.min_score = min_score
+        self.short_lag, self.early = short_lag, early
+        self._anchor: _Slot | None = None  # the neutral frame an episode returned to
         self.meter, self.floor = meter, floor
         self.micro_min_ms, self.micro_max_ms = micro_min_ms, micro_max_ms
         self.edge_fraction = edge_fraction
@@ -225,6 +280,7 @@ class TrackSpotter:
             self.breaks.append((self._last_index + 1, reason))
         self.episode = None
         self._last_ref = None
+        self._anchor = None
         self.ring.clear()
         self.refractory = 0
 
@@ -237,15 +293,43 @@ class TrackSpotter:
             if tr is not None:
                 tr.append((index, EPISODE, self._last_r, self.threshold, self.floor.median))
             return ev
+        ready = self.fixed_threshold is not None or self.floor.ready
         if len(self.ring) <= self.k:
+            # fewer than k frames since the track (re)started: with `early`, compare with the
+            # first frame instead of waiting k frames (an event right after a re-anchor or at a
+            # track's start is otherwise lost); the floor learns only full-lag values
+            if not (self.early and ready and len(self.ring) >= 3):
+                if tr is not None:
+                    tr.append((index, WARMING, float("nan"), self.threshold, self.floor.median))
+                return None
+            ref = self.ring[0]
+            a, _ = self.meter.measure(ref.grey, grey)
+            if a > self.threshold:
+                self._start(ref_at=0)
             if tr is not None:
-                tr.append((index, WARMING, float("nan"), self.threshold, self.floor.median))
+                tr.append((index, WATCHING, a, self.threshold, self.floor.median))
             return None
         ref = self.ring[-1 - self.k]
+        anchored = False
+        if self._anchor is not None:
+            # after a returned episode: compare with the neutral frame it returned to until
+            # that frame is k old (a shorter lag), instead of a blind refractory period
+            if ref.index < self._anchor.index:
+                ref, anchored = self._anchor, True
+            else:
+                self._anchor = None
         a, _ = self.meter.measure(ref.grey, grey)
         if self.record:
             self.a_series.append((index, a))
-        ready = self.fixed_threshold is not None or self.floor.ready
+        if anchored:
+            if ready and a > self.threshold and not self._returning(ref.grey, grey):
+                if tr is not None:
+                    tr.append((index, WATCHING, a, self.threshold, self.floor.median))
+                self._start(ref_slot=ref)
+                return None
+            if tr is not None:
+                tr.append((index, REFRACTORY, a, self.threshold, self.floor.median))
+            return None
         if self.refractory > 0:
             # k frames after an episode a(t) compares an expressive frame with a neutral one
             self.refractory -= 1
@@ -280,9 +364,14 @@ class TrackSpotter:
         d_before = self.meter.measure(self._last_ref, before)[0]
         return d_now < d_before
 
-    def _start(self) -> None:
-        ref = self.ring[-1 - self.k]
-        slots = list(self.ring)[-1 - self.k:]
+    def _start(self, ref_at: int | None = None, ref_slot: _Slot | None = None) -> None:
+        ring = list(self.ring)
+        if ref_slot is not None:
+            at = next(i for i in range(len(ring) - 1, -1, -1) if ring[i] is ref_slot)
+        else:
+            at = len(ring) - 1 - self.k if ref_at is None else ref_at
+        ref = ring[at]
+        slots = ring[at:]
         rois = [np.zeros(len(ROI_NAMES), np.float32)] + [self.meter.measure_rois(ref.grey, s.grey) for s in slots[1:]]
         r = [float(v.max()) for v in rois]
         apex = int(np.argmax(r))
@@ -349,8 +438,7 @@ class TrackSpotter:
         if outcome.startswith("invalid:"):  # broken before it was judged: report the peak so far
             apex = int(np.argmax(r))
             on, off = 0, len(slots) - 1
-        self.decisions.append(EpisodeDecision(ep["start"], end, slots[on].index, slots[apex].index,
-                                              slots[off].index, float(r[apex]), self.floor.median,
+        self.decisions.append(EpisodeDecision(ep["start"], end, slots[on].index, slots[apex].index, slots[off].index, float(r[apex]), self.floor.median,
                                               self.threshold, dur_ms, outcome, why))
 
     def flush(self) -> SpottedEvent | None:
@@ -362,14 +450,15 @@ class TrackSpotter:
     def _finish(self, returned: bool) -> SpottedEvent | None:
         ep = self.episode
         self.episode = None
-        self.refractory = self.k
+        self.refractory = self.k if not (self.short_lag and returned) else 0
+        self._anchor = ep["slots"][-1] if (self.short_lag and returned) else None
         self._last_ref = ep["ref"].grey if returned else None
         r = np.asarray(ep["r"], np.float64)
         slots = ep["slots"]
         apex = int(np.argmax(r))
         base = min(self.floor.median, float(r[apex]))
         # the fraction of the peak, but not inside the noise: at least halfway to the trigger
-        level = max(base + self.edge_fraction * (float(r[apex]) - base), base + 0.5 * max(0.0, self.threshold - base))
+        level = max(base + self.edge_fraction * (float(r[apex]) - base), base + self.edge_margin * max(0.0, self.threshold - base))
         on = apex
         while on > 0 and r[on - 1] >= level:
             on -= 1
@@ -385,11 +474,19 @@ class TrackSpotter:
         def decide(outcome: str, why: str = "") -> None:
             self._decide(ep, end, on, apex, off, dur_ms, outcome, why)
 
-        if float(r[apex]) - base < self.confirm_factor * max(self.threshold - base, 0.0):
+        # weak: below the hysteresis, or a movement too small to be a face's (a floor learnt on
+        # a very still, clean face can sit at a few hundredths of a pixel)
+        if (float(r[apex]) - base < self.confirm_factor * max(self.threshold - base, 0.0)
+                or float(r[apex]) - base < self.min_score):
             self.stats.weak += 1  # triggered by a noise excursion, never rose clearly above the floor
             decide("weak")
             return None
-        if dur_ms < self.micro_min_ms:
+        # the width at `level` is shorter than the movement: a smooth (raised-cosine-like) onset
+        # and return spend acos(1 - 2f)/pi of their time below the fraction f of the peak. The
+        # minimum length is judged on the same footing (else every event under ~80 ms is "too short")
+        f = min(max((level - base) / max(float(r[apex]) - base, 1e-9), 0.0), 1.0)
+        short_limit = self.micro_min_ms * (1.0 - math.acos(1.0 - 2.0 * f) / math.pi) if self.shape_min else self.micro_min_ms
+        if dur_ms < short_limit:
             self.stats.too_short += 1
             decide("too_short")
             return None

@@ -137,6 +137,13 @@ class SpotterConfig(Section):
     floor_window_s: float = Field(5.0, gt=0, description="the noise floor is the median+MAD of this much recent quiet motion")
     max_episode_s: float = Field(4.0, gt=0, description="an episode not back to neutral after this long is a held macro event")
     noise_floor_file: str = Field("", description="JSON from calibration/noise_floor.py seeding the floor (per subject)")
+    micro_min_disp: float = Field(0.002, ge=0, description="an episode whose peak rises less than this fraction of the inter-ocular distance above the floor is noise (weak), however still the face")
+    motion_model: Literal["translation", "similarity"] = Field("similarity", description="the head's residual motion removed from the flow before ROI motion is read: a median translation, or a median similarity (also rotation and zoom)")
+    floor_prior: tuple[float, float] | None = Field((0.042, 0.010), description="(centre, MAD) in crop pixels a track's floor starts from when no calibration seed is given, blended out over the warm-up; null = wait for the warm-up")
+    edge_margin: float = Field(0.3, ge=0, le=1, description="onset/offset never closer to the floor than this fraction of the trigger margin (threshold - floor)")
+    min_on_shape: bool = Field(True, description="judge micro_min_ms on the width at the interval's level corrected for a smooth onset and return (a raised cosine spends acos(1-2f)/pi of its time below the fraction f)")
+    after_episode: Literal["refractory", "anchor"] = Field("anchor", description="after an episode returns: 'refractory' ignores k frames; 'anchor' compares with the neutral frame it returned to (a shorter lag) so a close neighbour is still seen")
+    early_reference: bool = Field(True, description="in a track's first k frames (start, re-anchor) compare with its first frame instead of waiting k frames")
 
 
 class SupervisorConfig(Section):
@@ -161,10 +168,3 @@ class StreamdConfig(Section):
     embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
     supervisor: SupervisorConfig = SupervisorConfig()
     security: Security = Security()
-    micro_min_disp: float = Field(0.002, ge=0, description="an episode whose peak rises less than this fraction of the inter-ocular distance above the floor is noise (weak), however still the face")
-    motion_model: Literal["translation", "similarity"] = Field("similarity", description="the head's residual motion removed from the flow before ROI motion is read: a median translation, or a median similarity (also rotation and zoom)")
-    floor_prior: tuple[float, float] | None = Field((0.042, 0.010), description="(centre, MAD) in crop pixels a track's floor starts from when no calibration seed is given, blended out over the warm-up; null = wait for the warm-up")
-    edge_margin: float = Field(0.3, ge=0, le=1, description="onset/offset never closer to the floor than this fraction of the trigger margin (threshold - floor)")
-    min_on_shape: bool = Field(True, description="judge micro_min_ms on the width at the interval's level corrected for a smooth onset and return (a raised cosine spends acos(1-2f)/pi of its time below the fraction f)")
-    after_episode: Literal["refractory", "anchor"] = Field("anchor", description="after an episode returns: 'refractory' ignores k frames; 'anchor' compares with the neutral frame it returned to (a shorter lag) so a close neighbour is still seen")
-    early_reference: bool = Field(True, description="in a track's first k frames (start, re-anchor) compare with its first frame instead of waiting k frames")

@@ -46,7 +46,7 @@ from engine.artefact import Artefact, ArtefactError, load_artefact
 from engine.backends import Backend, BackendUnavailable, check_outputs, load_backend
 from engine.config.engine import EngineConfig
 from engine.metrics import EngineMetrics, RateLimitedLog
-from engine.tensors import crops_to_nchw, upsample_heatmaps
+from engine.tensors import pair_inputs, upsample_heatmaps
 from engine.wire.protocol import (
     MAX_ARRAY_BYTES,
     MAX_HEADER_BYTES,
@@ -432,8 +432,8 @@ class EngineServer:
 
     def infer(self, pending: list) -> None:
         n = len(pending)
-        onset = crops_to_nchw([p[1] for p in pending])
-        apex = crops_to_nchw([p[2] for p in pending])
+        # the artefact's own pre-processing: motion-form models get the onset -> apex flow
+        onset, apex = pair_inputs([p[1] for p in pending], [p[2] for p in pending], self.artefact.manifest)
         t0 = time.perf_counter()
         try:
             probs, heat = self.backend.infer(onset, apex)

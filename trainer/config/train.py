@@ -15,7 +15,11 @@ from engine.config.base import Section
 
 class ModelConfig(Section):
     name: str = Field("mfvan_tiny", description="a name in trainer's model registry")
-    input_form: Literal["apex", "onset_apex"] = "onset_apex"
+    input_form: Literal["apex", "onset_apex", "motion"] = Field(
+        "onset_apex",
+        description="apex: the paper's; onset_apex: onset as the identity image; motion: scale 1 and the global head "
+        "see onset->apex optical flow u, v, magnitude and strain (engine.motion) with the apex",
+    )
     crop_size: int = Field(112, ge=32, le=512)
     num_classes: int = Field(3, ge=2)
     identity_removal: bool = True

@@ -3,7 +3,13 @@
 Importing this package registers every model (see `registry.py`).
 """
 
-from trainer.models.mfvan import HEATMAP_CHANNELS, MFVAN, ExportModule, export_module
+from trainer.models.mfvan import (
+    HEATMAP_CHANNELS,
+    MFVAN,
+    ExportModule,
+    export_module,
+    network_inputs,
+)
 from trainer.models.registry import create_model, list_models, register_model
 
 __all__ = [
@@ -13,5 +19,6 @@ __all__ = [
     "create_model",
     "export_module",
     "list_models",
+    "network_inputs",
     "register_model",
 ]

@@ -11,6 +11,15 @@ Data flow for one (onset, apex) pair of RGB crops in [0, 1]:
   the student's stride-4 and stride-8 feature maps; each is a g x g patch grid fed to its own
   transformer. f_c = class-token attention to each patch; patches with f_c < theta are masked
   out and the rest are averaged with the class token into one vector per scale.
+- `motion` form (beyond the paper; HTNet/OFF-ApexNet's inputs): the first network input is
+  the onset -> apex motion (u, v, optical strain; `engine.motion.pair_motion`, OpenCV DIS, the
+  one function the engine also applies), the magnitude sqrt(u^2 + v^2) is computed in the
+  graph. Scale 1 sees [u, v, magnitude, strain, apex]; the global head sees the motion beside
+  the change image. Identity removal stays the student's: the identity image is its apex ->
+  onset reconstruction x'' (the real onset is not a network input in this form) and scales
+  2-3 are f(apex) - f(x''), the student's de-identified features. Training feeds real onset
+  crops and the model computes the motion from them with the same function, on the very
+  (flipped) pixels it trains on.
 - fusion (Eq. 7): the global vector and the per-scale vectors are averaged and go through the
   fusion MLP -> class logits. Each scale also has its own linear head (per-scale focal loss).
 
@@ -20,6 +29,7 @@ features, and Table 3's "Global" row (no scales) must still classify.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -30,6 +40,32 @@ from trainer.models.parts import GlobalHead, StudentAE, TeacherAE
 from trainer.models.registry import register_model
 
 HEATMAP_CHANNELS = ("fused", "scale1", "scale2", "scale3")
+# the motion tensor's fixed scales: crop pixels of flow, unitless strain -> ~unit range
+FLOW_SCALE, STRAIN_SCALE = 0.5, 5.0
+
+
+def to_wire(x: torch.Tensor) -> np.ndarray:
+    """RGB [0, 1] NCHW network input -> the BGR uint8 NHWC wire crops it came from (exact for
+    crops_to_nchw's output, so the motion seen in training is the motion the engine computes)."""
+    return np.ascontiguousarray((x.detach().float().cpu() * 255.0).round().clamp(0, 255).to(torch.uint8)
+                                .permute(0, 2, 3, 1).flip(-1).numpy())
+
+
+def motion_of(onset: torch.Tensor, apex: torch.Tensor) -> torch.Tensor:
+    """The engine's motion pre-processing (engine.motion) on a training batch."""
+    from engine.motion import motion_nchw
+
+    return torch.from_numpy(motion_nchw(to_wire(onset), to_wire(apex))).to(apex.device, apex.dtype)
+
+
+def network_inputs(cfg: ModelConfig, onset: np.ndarray, apex: np.ndarray, device: torch.device | str = "cpu"
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Wire crop batches -> the two inputs of the exported network, exactly as the engine
+    makes them (`engine.tensors.pair_inputs`)."""
+    from engine.tensors import pair_inputs
+
+    x0, x1 = pair_inputs(onset, apex, cfg.input_form)
+    return torch.from_numpy(x0).to(device), torch.from_numpy(x1).to(device)
 
 
 class MFVAN(nn.Module):
@@ -52,13 +88,15 @@ class MFVAN(nn.Module):
             raise ValueError(f"model.crop_size {s} must be a multiple of 8 (the student has stride 8)")
         self.scales = tuple(sorted(set(cfg.scales)))
         self.two_inputs = cfg.input_form == "onset_apex" and cfg.identity_removal
+        self.motion = cfg.input_form == "motion"
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.25, 0.25, 0.25]).view(1, 3, 1, 1), persistent=False)
 
         self.teacher = TeacherAE(teacher_widths, teacher_blocks)
         self.student = StudentAE(student_widths, teacher_widths[2])
-        self.global_head = GlobalHead(3, d, student_widths) if cfg.use_global else None
-        c1_in = 6 if self.two_inputs else 3
+        m = 4 if self.motion else 0  # u, v, magnitude, strain
+        self.global_head = GlobalHead(3 + m, d, student_widths) if cfg.use_global else None
+        c1_in = (6 if self.two_inputs else 3) + m
         sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
         self.transformers = nn.ModuleDict(
             {str(i): ScaleTransformer(sizes[i][0], sizes[i][1], g, d, cfg.depth, cfg.heads) for i in self.scales}
@@ -69,8 +107,15 @@ class MFVAN(nn.Module):
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    def motion_features(self, motion: torch.Tensor) -> torch.Tensor:
+        """(u, v, strain) -> [u, v, magnitude, strain], each scaled to ~unit range."""
+        uv = motion[:, :2] * FLOW_SCALE
+        mag = torch.sqrt((uv * uv).sum(dim=1, keepdim=True) + 1e-6)
+        return torch.cat([uv, mag, motion[:, 2:3] * STRAIN_SCALE], dim=1)
+
     def forward(
-        self, onset: torch.Tensor, apex: torch.Tensor, with_teacher: bool = False, stage: str = "joint"
+        self, onset: torch.Tensor | None, apex: torch.Tensor, with_teacher: bool = False, stage: str = "joint",
+        motion: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Training-side forward. Returns logits, per-scale logits/f_c, student reconstruction
         (and the teacher's outputs when `with_teacher`, for L_remove).
@@ -79,6 +124,8 @@ class MFVAN(nn.Module):
         stage (DDP only synchronises gradients of what runs through the wrapped forward):
         "pretrain" = teacher reconstructs `apex` (any frame, Eq. 1); "remove" = teacher and
         student map apex -> onset (Eqs. 2-4); "joint" = everything (Eq. 9).
+        Motion form: `motion` is the (u, v, strain) input; when None it is computed from the
+        onset crops with the engine's function (training), so `onset` may be None only then.
         """
         cfg = self.cfg
         out: dict[str, torch.Tensor] = {}
@@ -92,8 +139,19 @@ class MFVAN(nn.Module):
             out["teacher_recon"], out["teacher_feat"] = self.teacher(self.norm(apex))
         if stage == "remove":
             return out
+        mfeat = None
+        if self.motion:
+            if motion is None:
+                if onset is None:
+                    raise ValueError("motion form: give the motion input or the onset crops")
+                motion = motion_of(onset, apex)
+            mfeat = self.motion_features(motion)
         if cfg.identity_removal:
-            if self.two_inputs:
+            if self.motion:
+                identity = recon
+                f2o, f3o = self.student.encode(self.norm(recon))
+                f2, f3 = f2 - f2o, f3 - f3o
+            elif self.two_inputs:
                 identity = onset
                 f2o, f3o = self.student.encode(self.norm(onset))
                 f2, f3 = f2 - f2o, f3 - f3o
@@ -104,9 +162,10 @@ class MFVAN(nn.Module):
             change = self.norm(apex)
         vectors: list[torch.Tensor] = []
         if self.global_head is not None:
-            vectors.append(self.global_head(change))
+            vectors.append(self.global_head(change if mfeat is None else torch.cat([mfeat, change], dim=1)))
+        s1 = torch.cat([self.norm(apex), change], dim=1) if self.two_inputs else self.norm(apex)
         scale_in = {
-            1: torch.cat([self.norm(apex), change], dim=1) if self.two_inputs else self.norm(apex),
+            1: s1 if mfeat is None else torch.cat([mfeat, s1], dim=1),
             2: f2,
             3: f3,
         }
@@ -148,10 +207,11 @@ class ExportModule(nn.Module):
         self.model = model
 
     def forward(self, onset: torch.Tensor, apex: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.model(onset, apex)
+        """Motion form: the first input is the engine's motion tensor, not the onset crop."""
+        out = self.model(None, apex, motion=onset) if self.model.motion else self.model(onset, apex)
         probs = F.softmax(out["logits"], dim=-1)
         heat = self.model.heatmaps(out, apex)
-        if not self.model.two_inputs:
+        if not self.model.two_inputs and not self.model.motion:
             # apex-only form: keep "onset" a graph input (ONNX drops unused ones) so every
             # artefact has the same two inputs and the engine needs no per-form special case
             heat = heat + 0.0 * onset[:, :1, :1, :1]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from trainer.checkpoint import load_checkpoint, save_checkpoint
 from trainer.config.train import StageConfig, TrainConfig
 from trainer.losses import class_alpha, pretrain_loss, remove_loss, total_loss
-from trainer.models import MFVAN, create_model, export_module
+from trainer.models import MFVAN, create_model, export_module, network_inputs
 from trainer.train.data import PairSet, to_tensor
 from trainer.train.distributed import Dist
 
@@ -191,7 +191,8 @@ def predict(
     module = export_module(model).to(device)
     probs, heats = [], []
     for i in range(0, len(data), batch_size):
-        p, h = module(to_tensor(data.onset[i : i + batch_size], device), to_tensor(data.apex[i : i + batch_size], device))
+        # the engine's own pre-processing (engine.tensors.pair_inputs): motion-form models get the flow
+        p, h = module(*network_inputs(model.cfg, data.onset[i : i + batch_size], data.apex[i : i + batch_size], device))
         probs.append(p.cpu().numpy())
         heats.append(h.cpu().numpy())
     c, g = model.cfg.num_classes, model.cfg.grid

@@ -37,5 +37,8 @@ def toy_pairs(n_subjects: int = 3, per_class: int = 3, seed: int = 0, frames: in
                 s_.append(f"sub{s:02d}")
                 c_.append(f"sub{s:02d}/e{c}{k}")
     frames_arr = np.stack(f_) if f_ else np.zeros((0, size, size, 3), np.uint8)
-    return PairSet(onset=np.stack(o_), apex=np.stack(a_), labels=np.array(y_), label_names=list(LABELS), subjects=s_,
+    # the pattern was drawn in RGB; a PairSet holds BGR wire crops, so store it reversed and the
+    # network (through crops_to_nchw) sees the very tensors it always saw: smoke numbers stay put
+    o_, a_, frames_arr = (np.ascontiguousarray(np.stack(x)[..., ::-1]) for x in (o_, a_, frames_arr))
+    return PairSet(onset=o_, apex=a_, labels=np.array(y_), label_names=list(LABELS), subjects=s_,
                    clips=c_, frames=frames_arr, frame_owner=np.array(w_, np.int64))

@@ -42,8 +42,8 @@ class GenICamConfig(Section):
     packet_resend: bool = Field(True, description="ask a GigE camera to resend lost packets")
     packet_socket: Literal["auto", "on", "off"] = Field("auto", description="Aravis' raw packet socket for "
                                                         "GigE streams; auto = off for a camera on loopback")
-    socket_buffer: int = Field(0, ge=0, description="UDP receive buffer in bytes; 0 = sized to a frame "
-                               "(net.core.rmem_max caps it)")
+    socket_buffer: int = Field(0, ge=0, description="UDP receive buffer in bytes; 0 = 8 frames, at least "
+                               "4 MiB (net.core.rmem_max caps it: raise it, docs/cameras.md)")
     strict: bool = Field(False, description="a mode mismatch or a frame rate the camera cannot reach is an "
                          "error, not a warning")
 

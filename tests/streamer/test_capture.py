@@ -107,3 +107,38 @@ def test_grab_thread_errors_reach_the_consumer() -> None:
     with pytest.raises(CaptureError, match="unplugged"):
         grab.get(timeout=5)
     grab.stop()
+
+
+def test_sources_are_found_by_name_from_the_camera_section(tmp_path: Path) -> None:
+    from streamer.capture import SOURCES, open_camera
+    from streamer.config import CameraConfig
+
+    assert {"file", "v4l2", "genicam"} <= set(SOURCES.names())
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"img{i + 1}.png"), np.full((4, 4, 3), i, np.uint8))
+    src = open_camera(CameraConfig(video=str(tmp_path), fps=100.0))
+    assert isinstance(src, FolderSource) and src.fps == 100.0 and not src.live
+    with pytest.raises(CaptureError, match="no source"):
+        open_camera(CameraConfig())
+    with pytest.raises(CaptureError, match="/dev/video7"):  # no V4L2 device here: a clear message, no traceback
+        open_camera(CameraConfig(device=7))
+
+
+def test_a_live_source_without_timestamps_is_stamped_on_the_host_clock() -> None:
+    class Live(ListSource):
+        live = True
+
+    before = time.monotonic_ns()
+    grab = Grabber(Live(20), ring_frames=64, live=True).start()
+    frames = drain(grab)
+    grab.stop()
+    ts = [f.ts_ns for f in frames]
+    assert ts == sorted(ts) and ts[0] >= before and ts[-1] <= time.monotonic_ns()
+
+
+def test_camera_listing_runs_without_cameras() -> None:
+    from streamer.capture import list_cameras, list_v4l2
+
+    assert isinstance(list_v4l2(), list)  # no /dev/video* here: [] rather than an error
+    text = "\n".join(list_cameras())
+    assert "V4L2 (--camera N):" in text and "GenICam (--camera genicam:SERIAL):" in text

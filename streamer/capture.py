@@ -283,8 +283,9 @@ def camera_arg(text: str) -> dict:
 
 
 # Counters a source may add to the streamer's (mfvan_streamer_<name>_total; SOURCE_GAUGES as
-# mfvan_streamer_<name>): every name a Source.counters() returns, with the help /metrics shows.
-# The GenICam source reports all of them; the others none yet.
+# mfvan_streamer_<name>): every name a Source.counters() or the Grabber's stats.extra returns,
+# with the help /metrics shows. The GenICam source reports the buffer, packet and clock ones;
+# the Grabber measures flicker on every source.
 SOURCE_HELP = {
     "buffers_incomplete": "camera frames dropped because packets were lost (after resends) or did not fit",
     "buffers_timeout": "camera frames dropped because they did not complete in time",
@@ -295,8 +296,9 @@ SOURCE_HELP = {
     "packets_resend_requests": "GigE Vision packet resend requests sent",
     "clock_offset_us": "camera clock mapped to the host's monotonic clock: host minus camera, microseconds",
     "clock_drift_ppb": "camera clock drift against the host clock, parts per billion",
+    "flicker_permille": "frame-to-frame brightness ripple over the last second, 1/1000 of the mean (mains flicker)",
 }
-SOURCE_GAUGES = ("clock_offset_us", "clock_drift_ppb")
+SOURCE_GAUGES = ("clock_offset_us", "clock_drift_ppb", "flicker_permille")
 
 
 def list_v4l2() -> list[dict]:
@@ -385,6 +387,47 @@ def list_cameras() -> list[str]:
     return lines
 
 
+class FlickerMeter:
+    """Frame-to-frame brightness ripple: mains-powered light beating against the frame rate.
+
+    Why in capture: at 200 fps a lamp on 50 Hz mains (100 Hz flicker) is brighter in every
+    other frame, one on 60 Hz mains beats at 40 Hz; the spotter's optical flow normalises
+    brightness, but a ripple of a few percent is still the size of a micro-movement's signal.
+    Slow changes (a face moving, a cloud) hardly move it. Cost: the mean of a 1/32 x 1/32
+    sample of the frame (a few µs). Exported as `flicker_permille` (the ripple's amplitude
+    in 1/1000 of the mean brightness over the last second); one warning when it passes 1 %.
+    """
+
+    WARN_PERMILLE = 10
+
+    def __init__(self, out: dict[str, int], window: int, name: str):
+        self.out, self.window, self.name = out, window, name
+        self.prev: float | None = None
+        self.sq = self.level = 0.0
+        self.n = 0
+        self.warned = False
+        out["flicker_permille"] = 0
+
+    def add(self, img: np.ndarray, gap: bool) -> None:
+        m = float(img[::32, ::32].mean())
+        if self.prev is not None and not gap:
+            d = m - self.prev
+            self.sq += d * d
+            self.level += m
+            self.n += 1
+        self.prev = m
+        if self.n >= self.window:
+            rms, mean = (self.sq / self.n) ** 0.5, self.level / self.n
+            permille = round(500.0 * rms / mean) if mean > 1.0 else 0  # alternating +-a: rms = 2a
+            self.out["flicker_permille"] = permille
+            if permille >= self.WARN_PERMILLE and not self.warned:
+                self.warned = True
+                log.warning("%s: brightness ripples %.1f %% frame to frame: mains flicker? use flicker-free "
+                            "(DC or high-frequency) lighting (docs/cameras.md)", self.name, permille / 10)
+            self.sq = self.level = 0.0
+            self.n = 0
+
+
 class Grabber:
     """The grab thread + bounded ring. `get()` is the consumer side; None means the end."""
 
@@ -397,6 +440,7 @@ class Grabber:
         self.realtime = realtime
         self.drop_when_full = live or realtime  # a clock we cannot pause: drop, never wait
         self.stats = CaptureStats()
+        self.flicker = FlickerMeter(self.stats.extra, max(8, round(source.fps)), source.name)
         self._cond = threading.Condition()
         self._done = False
         self._stop = threading.Event()
@@ -431,6 +475,7 @@ class Grabber:
                         time.sleep(delay / 1e9)
                 gap = prev_ts is not None and (ts - prev_ts) > self.gap_ns
                 prev_ts = ts
+                self.flicker.add(img, gap)
                 self._put(Frame(i, ts, img, time.time_ns(), gap))
         except BaseException as exc:  # reported to the consumer, never swallowed
             self.error = exc

@@ -279,7 +279,7 @@ class GenICamSource(Source):
         self.ident = ident.removeprefix(PREFIX)
         self.device_id = resolve(self.ident)
         self.name = f"{PREFIX}{self.ident}"
-        self.counts = dict.fromkeys(HELP, 0)
+        self.counts = dict.fromkeys((k for k in HELP if k != "flicker_permille"), 0)
         self.clock = ClockMap()
         self.warnings: list[str] = []
         self.trace: list[tuple[int, int, int, int]] | None = None  # (frame id, camera ns, host ns, mapped ns) if asked

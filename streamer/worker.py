@@ -129,6 +129,7 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
     def update() -> None:
         counters.update(pipe.counters())
         counters.update(source.counters())
+        counters.update(grab.stats.extra)  # the grab thread's own measures (flicker)
         counters.update(gaps=grab.stats.gaps, overruns=grab.stats.overruns,
                         pairs_sent=pub.sent["pair"], pairs_refused=pub.refused["pair"], pairs_nocrop=pub.nocrop,
                         macro_sent=pub.sent["macro"], macro_refused=pub.refused["macro"],

@@ -142,3 +142,23 @@ def test_camera_listing_runs_without_cameras() -> None:
     assert isinstance(list_v4l2(), list)  # no /dev/video* here: [] rather than an error
     text = "\n".join(list_cameras())
     assert "V4L2 (--camera N):" in text and "GenICam (--camera genicam:SERIAL):" in text
+
+
+def test_flicker_is_measured_as_frame_to_frame_brightness_ripple(caplog) -> None:
+    """100 Hz mains flicker at 200 fps: every other frame 3 % brighter. A slow drift is not flicker."""
+
+    class Lit(ListSource):
+        def __init__(self, n: int, level):
+            super().__init__(n)
+            self.level = level
+
+        def frames(self):
+            for i in range(self.n):
+                yield np.full((64, 64, 3), self.level(i), np.float32).round().astype(np.uint8), None
+
+    for level, want in ((lambda i: 150 * (1.03 if i % 2 else 1.0), 15), (lambda i: 100 + i * 0.1, 0)):
+        grab = Grabber(Lit(400, level), ring_frames=512).start()
+        drain(grab)
+        grab.stop()
+        assert abs(grab.stats.extra["flicker_permille"] - want) <= 2, (want, grab.stats.extra)
+    assert caplog.text.count("mains flicker?") == 1

@@ -150,7 +150,28 @@ def run_process(target: Target, log_level: str | int, stop_event: SharedEvent | 
     return int(code or 0)
 
 
+def die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies, even by SIGKILL (PR_SET_PDEATHSIG).
+
+    Why: after a `kill -9` of mfvan-streamd its engine child kept running and publishing
+    forever, an orphan nobody supervised (and a second daemon then found its ports taken).
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    parent = multiprocessing.parent_process()
+    if parent is not None and os.getppid() != parent.pid:  # the parent died before prctl
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def child_entry(target: Target, log_level: str | int, stop_event: SharedEvent | None,
                 args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> NoReturn:
     """What a spawned child runs (module level, so `spawn` finds it by name); exits with the target's code."""
+    die_with_parent()
     sys.exit(run_process(target, log_level, stop_event, args, kwargs, child=True))

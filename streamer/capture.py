@@ -61,16 +61,48 @@ def _natural_key(p: Path) -> tuple:
     return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name))
 
 
+def _timestamp_rows(side: Path) -> list[tuple[int, int]]:
+    """(index, ts_ns) rows of a timestamp CSV; a malformed one is a CaptureError naming its line.
+
+    Why: a damaged sidecar surfaced as an IndexError traceback, or as a ValueError that the
+    worker blamed on the noise-floor file ("noise floor file  unusable").
+    """
+    try:
+        lines = side.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CaptureError(f"{side}: unreadable timestamp file: {exc}") from None
+    rows = []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        parts = line.split(",")
+        try:
+            if len(parts) < 2:
+                raise ValueError
+            rows.append((int(parts[0]), int(parts[1])))
+        except ValueError:
+            raise CaptureError(f"{side}:{n}: expected 'index,ts_ns', got {line[:60]!r} (delete or fix the "
+                               "timestamp file to replay without it)") from None
+    return rows
+
+
 def read_sidecar(path: Path) -> list[int] | None:
     """Timestamps written by `mfvan-record` next to a recording (`<file>.ts.csv`: index,ts_ns)."""
     side = Path(str(path) + ".ts.csv")
     if not side.exists():
         return None
-    out = []
-    for line in side.read_text().splitlines()[1:]:
-        if line.strip():
-            out.append(int(line.split(",")[1]))
-    return out
+    return [ts for _i, ts in _timestamp_rows(side)]
+
+
+MIN_MICRO_FPS = 100.0
+
+
+def rate_warning(fps: float) -> str | None:
+    """Micro-expressions last 65-500 ms: below ~100 fps the spotter sees a handful of frames each."""
+    if fps < MIN_MICRO_FPS:
+        return (f"{fps:.0f} fps is too slow for micro-expressions (they last 65-500 ms; use >= "
+                f"{MIN_MICRO_FPS:.0f} fps, 200 is the design rate): many will be missed")
+    return None
 
 
 class Source:
@@ -92,6 +124,10 @@ class Source:
     def counters(self) -> dict[str, int]:
         return {}
 
+    def incomplete(self) -> str | None:
+        """After `frames()` ended: why the replay stopped short, or None (complete, or live)."""
+        return None
+
     def close(self) -> None:
         pass
 
@@ -107,8 +143,7 @@ class FolderSource(Source):
         side = path / "timestamps.csv"  # written by mfvan-record into a frame folder
         self.ts = None
         if side.exists():
-            rows = [line.split(",") for line in side.read_text().splitlines()[1:] if line.strip()]
-            self.ts = {int(i) + 1: int(t) for i, t in rows}
+            self.ts = {i + 1: t for i, t in _timestamp_rows(side)}
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
         for p in self.paths:
@@ -132,6 +167,10 @@ class VideoSource(Source):
         self.fps = float(fps or file_fps or 30.0)
         self.name = str(path)
         self.sidecar = read_sidecar(path)
+        # what a complete replay delivers: the sidecar's count (one row per recorded frame), else
+        # the container's (estimated from the duration for some formats, hence the tolerance)
+        self.expected = len(self.sidecar) if self.sidecar else int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.read = 0
 
     def frames(self) -> Iterator[tuple[np.ndarray, int | None]]:
         i = 0
@@ -141,7 +180,16 @@ class VideoSource(Source):
                 return
             ts = self.sidecar[i] if self.sidecar is not None and i < len(self.sidecar) else None
             i += 1
+            self.read = i
             yield img, ts
+
+    def incomplete(self) -> str | None:
+        """A truncated or damaged file ends early and OpenCV just stops: say so."""
+        short = self.expected - self.read
+        if self.expected > 0 and short > max(2, 0.02 * self.expected):
+            return (f"the video ended after {self.read} of {self.expected} frames "
+                    "(truncated or damaged file): the replay is incomplete")
+        return None
 
     def close(self) -> None:
         self.cap.release()
@@ -266,7 +314,14 @@ def open_camera(cam: CameraConfig, capture: CaptureConfig | None = None) -> Sour
     """The source a camera section names (video file/folder, V4L2 device or GenICam camera)."""
     if not cam.kind:
         raise CaptureError(f"camera {cam.name}: no source: give device, video or genicam.id")
-    return SOURCES.load(cam.kind)(cam, capture or CaptureConfig())
+    src = SOURCES.load(cam.kind)(cam, capture or CaptureConfig())
+    slow = rate_warning(src.fps)
+    if slow is not None:
+        try:
+            src.warnings = [*getattr(src, "warnings", ()), slow]
+        except AttributeError:
+            pass  # a source whose warnings are its own (read-only)
+    return src
 
 
 def camera_arg(text: str) -> dict:

@@ -24,6 +24,7 @@ import argparse
 import logging
 import multiprocessing as mp
 import signal
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -34,7 +35,15 @@ from engine.metrics import HttpServer, metrics_app, serve_http
 from engine.process import LOG_LEVELS, StopRequest, child_entry, enable_faulthandler, setup_logging
 from streamer import sdnotify
 from streamer.config import StreamdConfig
-from streamer.worker import COUNTERS, EXIT_DONE, GAUGES, HELP
+from streamer.worker import (
+    COUNTERS,
+    EXIT_CONFIG,
+    EXIT_DONE,
+    EXIT_PARTIAL,
+    EXIT_SOURCE,
+    GAUGES,
+    HELP,
+)
 
 log = logging.getLogger("mfvan.streamd")
 
@@ -42,6 +51,19 @@ log = logging.getLogger("mfvan.streamd")
 # children run engine/process.py's child_entry with one of these targets (imported in the child)
 ENGINE_TARGET = "engine.server:run_json"  # (engine config JSON,)
 STREAMER_TARGET = "streamer.worker:run_camera"  # (streamd config JSON, camera index), shared=, pair_endpoint=
+
+
+def local_endpoint(endpoint: str) -> str:
+    """Where this host reaches an endpoint it binds: `tcp://*:5556` is bound on every interface
+    but cannot be connected to (the readiness check did, and crashed); the first of a list."""
+    first = endpoint.split(",")[0].strip()
+    if first.startswith("tcp://"):
+        host, _, port = first[len("tcp://"):].rpartition(":")
+        if host in ("*", "0.0.0.0"):
+            return f"tcp://127.0.0.1:{port}"
+        if host in ("[::]", "::", "[::0]"):
+            return f"tcp://[::1]:{port}"
+    return first
 
 
 @dataclass
@@ -58,6 +80,8 @@ class Child:
     restart_total: int = 0
     restart_at: float | None = None  # a dead child waits for its backoff to end
     done: bool = False
+    frames: int = -1  # the streamer's frame counter at the last check, and since when it has not moved
+    frames_since: float = 0.0
 
 
 class Supervisor:
@@ -80,6 +104,9 @@ class Supervisor:
                                        {"shared": shared, "pair_endpoint": self.pair_endpoint},
                                        replay=cam.kind == "file", shared=shared))
         self.http: HttpServer | None = None
+        self._hb = None  # the supervisor's own hb/ subscription to the embedded engine
+        self._last_hb = 0.0
+        self.problems: list[str] = []  # why the daemon is degraded, for the log and /healthz
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
@@ -95,19 +122,18 @@ class Supervisor:
         engine = next((c for c in self.children if c.kind == "engine"), None)
         if engine is None:
             return True
-        sub = Subscriber(self.cfg.engine.pub_endpoint, kinds=("hb/",), security=self.cfg.security)
-        try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline and not self._signalled.is_set():
-                if sub.recv(timeout_ms=200) is not None:
-                    return True
-                if not engine.process.is_alive():
-                    log.error("engine exited with code %s before it was ready", engine.process.exitcode)
-                    return False
-            log.error("engine sent no heartbeat on %s within %.0f s", self.cfg.engine.pub_endpoint, timeout)
-            return False
-        finally:
-            sub.close()
+        self._hb = sub = Subscriber(local_endpoint(self.cfg.engine.pub_endpoint), kinds=("hb/",),
+                                    security=self.cfg.security)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self._signalled.is_set():
+            if sub.recv(timeout_ms=200) is not None:
+                self._last_hb = time.monotonic()
+                return True
+            if not engine.process.is_alive():
+                log.error("engine exited with code %s before it was ready", engine.process.exitcode)
+                return False
+        log.error("engine sent no heartbeat on %s within %.0f s", self.cfg.engine.pub_endpoint, timeout)
+        return False
 
     def _check_artefact(self) -> bool:
         """Refuse a crop size the embedded engine's model cannot take (every pair would be dropped)."""
@@ -140,17 +166,24 @@ class Supervisor:
         for c in self.children:
             if c.kind == "streamer":
                 self._spawn(c)
-        self.state = "running"
-        sdnotify.notify(f"READY=1\nSTATUS=running {sum(c.kind == 'streamer' for c in self.children)} streamer(s)")
-        log.info("running: %s; results on %s", ", ".join(c.name for c in self.children), self.cfg.engine.pub_endpoint)
+                c.frames_since = time.monotonic()
+        log.info("started: %s; results on %s", ", ".join(c.name for c in self.children), self.cfg.engine.pub_endpoint)
         wd = sdnotify.watchdog_interval_s()
         next_wd = time.monotonic()
         while not self._signalled.is_set():
-            if wd and time.monotonic() >= next_wd:
-                sdnotify.notify("WATCHDOG=1")
-                next_wd = time.monotonic() + wd
             if not self._check_children():
                 break
+            if self.state == "starting" and not self.problems:
+                # READY=1 once every source delivered frames (not when the processes were spawned)
+                self.state = "running"
+                sdnotify.notify(f"READY=1\nSTATUS=running {sum(c.kind == 'streamer' for c in self.children)} "
+                                "streamer(s)")
+                log.info("running: every source delivers frames")
+            # the watchdog is fed only while everything makes progress: a hung child (SIGSTOP, a
+            # dead lock) that the supervisor cannot see die ends in systemd's restart
+            if wd and time.monotonic() >= next_wd and not self.problems:
+                sdnotify.notify("WATCHDOG=1")
+                next_wd = time.monotonic() + wd
             time.sleep(0.2)
         return self.shutdown()
 
@@ -171,6 +204,17 @@ class Supervisor:
                 c.done = True
                 log.info("%s finished its replay", c.name)
                 continue
+            if c.replay and code == EXIT_PARTIAL:  # ended early: not a success, not worth a retry
+                c.done = True
+                self.exit_code = self.exit_code or 1
+                log.error("%s: the replay is incomplete (see above): the daemon will exit 1", c.name)
+                continue
+            if c.kind == "streamer" and code in (EXIT_SOURCE, EXIT_CONFIG) and c.restart_total == 0 and c.frames <= 0:
+                # never delivered a frame: a missing file, an absent camera, an unusable input.
+                # Retrying for a minute under /healthz 200 helped nobody: fail now, loudly.
+                log.error("%s cannot start (exit %s, see the error above): not retrying", c.name, code)
+                self.exit_code = 2
+                return False
             now = time.monotonic()
             while c.restarts and now - c.restarts[0] > self.cfg.supervisor.restart_window_s:
                 c.restarts.popleft()
@@ -193,18 +237,46 @@ class Supervisor:
         streamers = [c for c in self.children if c.kind == "streamer"]
         down = [c.name for c in self.children if not c.done and (c.process is None or not c.process.is_alive())]
         stalled = [c.name for c in streamers if c.shared is not None and c.shared[COUNTERS.index("stalled")]]
-        state = "degraded" if down or stalled else "running"
-        if state != self.state:
-            if state == "degraded":
-                log.warning("degraded: %s", ", ".join([f"{n} down" for n in down] + [f"{n} stalled" for n in stalled]))
-            else:
+        problems = [f"{n} down" for n in down] + [f"{n} stalled" for n in stalled] + self._progress(streamers)
+        if problems != self.problems:
+            if problems and self.state != "starting":
+                log.warning("degraded: %s", ", ".join(problems))
+            elif not problems and self.state == "degraded":
                 log.info("running again")
-            self.state = state
+            self.problems = problems
+        if self.state != "starting":
+            self.state = "degraded" if problems else "running"
         if streamers and all(c.done for c in streamers):
             log.info("every replay finished; letting the engine drain for %.1f s", self.cfg.supervisor.linger_s)
-            time.sleep(self.cfg.supervisor.linger_s)
+            end = time.monotonic() + self.cfg.supervisor.linger_s
+            while time.monotonic() < end and not self._signalled.is_set():  # SIGTERM ends the wait
+                time.sleep(0.05)
             return False
         return True
+
+    def _progress(self, streamers: list[Child]) -> list[str]:
+        """Liveness is not health: the engine must keep sending heartbeats, each streamer's frame
+        counter must keep moving (a SIGSTOPped or dead-locked child is alive and does nothing)."""
+        now = time.monotonic()
+        out = []
+        if self._hb is not None:
+            while self._hb.recv(timeout_ms=0) is not None:
+                self._last_hb = now
+            silent = now - self._last_hb
+            if silent > max(3 * self.cfg.engine.heartbeat_s, 3.0):
+                out.append(f"engine silent for {silent:.1f} s")
+        limit = max(self.cfg.capture.stall_s, 2.0) + 1.0
+        for c in streamers:
+            if c.done or c.shared is None or c.process is None or not c.process.is_alive():
+                continue
+            frames = int(c.shared[COUNTERS.index("frames")])
+            if frames != c.frames:
+                c.frames, c.frames_since = frames, now
+            if frames <= 0:  # spawned (or restarted), first frame not yet through the pipeline
+                out.append(f"{c.name} has delivered no frame" if now - c.frames_since > 60.0 else f"{c.name} starting")
+            elif now - c.frames_since > limit:
+                out.append(f"{c.name} no frames for {now - c.frames_since:.1f} s")
+        return out
 
     def shutdown(self) -> int:
         self.state = "stopping"
@@ -229,6 +301,9 @@ class Supervisor:
                 log.info("%s stopped (exit %s)", c.name, p.exitcode)
         if self.http is not None:
             self.http.close()
+        if self._hb is not None:
+            self._hb.close()
+            self._hb = None
         log.info("stopped (exit %d)", self.exit_code)
         return self.exit_code
 
@@ -275,8 +350,10 @@ class Supervisor:
         return Collector()
 
     def healthy(self) -> tuple[bool, str]:
-        """/healthz: ok only while running; the state word otherwise (starting, degraded, stopping)."""
-        return self.state == "running", self.state
+        """/healthz: ok only while running and progressing; else the state and why."""
+        if self.state == "running":
+            return True, "running"
+        return False, f"{self.state}: {', '.join(self.problems)}" if self.problems else self.state
 
     def _start_http(self) -> None:
         port = self.cfg.supervisor.metrics_port
@@ -396,11 +473,15 @@ def dry_run(cfg: StreamdConfig) -> int:
         except Exception as exc:  # an artefact problem of any kind is what dry-run reports
             report(False, f"engine artefact: {exc}")
         ctx = zmq.Context()
-        for ep in (cfg.engine.pair_endpoint, cfg.engine.pub_endpoint):
+        for ep in [e.strip() for e in f"{cfg.engine.pair_endpoint},{cfg.engine.pub_endpoint}".split(",") if e.strip()]:
+            if ep.startswith("ipc://"):
+                good, what = _ipc_free(ep[len("ipc://"):])
+                report(good, f"endpoint {ep} {what}")
+                continue
             s = ctx.socket(zmq.PULL)
             s.linger = 0
             try:
-                s.bind(ep)
+                s.bind(ep)  # TCP: a bind that succeeds takes nothing from anyone
                 report(True, f"endpoint {ep} is free")
             except zmq.ZMQError as exc:
                 report(False, f"endpoint {ep}: {exc}")
@@ -418,6 +499,38 @@ def dry_run(cfg: StreamdConfig) -> int:
             except OSError as exc:
                 report(False, f"metrics port {port}: {exc}")
     return 0 if ok else 1
+
+
+def _ipc_free(path: str) -> tuple[bool, str]:
+    """Is an ipc socket path free, without touching it?
+
+    Why not a test bind: binding an ipc endpoint unlinks an existing socket file, so a --dry-run
+    (ExecStartPre) next to a running daemon silently cut that daemon off from every new client
+    and reported "[ok] free". A connect attempt tells a live socket from a stale file.
+    """
+    import socket
+
+    if path.startswith("@"):  # abstract socket: no file; a live one answers a connect
+        target = "\0" + path[1:]
+    else:
+        p = Path(path)
+        if not p.exists():
+            parent = p.parent if str(p.parent) else Path(".")
+            if not parent.is_dir():
+                return False, f"cannot be created: {parent} does not exist"
+            return True, "is free"
+        target = path
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1.0)
+        try:
+            s.connect(target)
+        except FileNotFoundError:
+            return True, "is free"
+        except ConnectionRefusedError:
+            return True, "is free (a stale socket file from an earlier run; it will be replaced)"
+        except OSError as exc:
+            return False, f"cannot be checked: {exc}"
+    return False, "is in use by a running process (another mfvan-streamd or mfvan-engined?)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -443,6 +556,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no source: give --camera N|genicam:ID or --video PATH (or cameras in --config)")
     if args.dry_run:
         return dry_run(cfg)
+    for cam in cfg.cameras:
+        if cam.video and not Path(cam.video).exists():  # permanent: fail now, not after six restarts
+            print(f"mfvan-streamd: {cam.name}: {cam.video} does not exist", file=sys.stderr)
+            return 2
     return Supervisor(cfg, args.engine, args.log_level).run()
 
 

@@ -65,6 +65,7 @@ GAUGES = ("running", "stalled", "ring", *SOURCE_GAUGES)  # states, ring depth, c
 EXIT_DONE = 0  # the replay ended or we were asked to stop
 EXIT_SOURCE = 3  # the camera/video could not be opened or read
 EXIT_CONFIG = 4  # the noise-floor file or another input is unusable
+EXIT_PARTIAL = 5  # a replay ended before its file's last frame (truncated or damaged)
 
 
 def load_noise_seed(path: str) -> tuple[float, float] | None:
@@ -93,15 +94,19 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
 
     try:
         source = open_camera(cam, cfg.capture)
-        seed = load_noise_seed(cfg.spotter.noise_floor_file)
     except CaptureError as exc:
         log.error("%s: %s", cam.name, exc)
         return EXIT_SOURCE
-    except (OSError, ValueError, KeyError) as exc:
+    try:
+        seed = load_noise_seed(cfg.spotter.noise_floor_file)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.error("%s: noise floor file %s unusable: %s", cam.name, cfg.spotter.noise_floor_file, exc)
+        source.close()
         return EXIT_CONFIG
     log.info("%s: %s at %.1f fps (%s)", cam.name, source.name, source.fps,
              "realtime" if cam.realtime or cam.live else "as fast as possible")
+    for warning in getattr(source, "warnings", ()):
+        log.warning("%s: %s", cam.name, warning)
     from streamer.faces.types import DetectorUnavailable
 
     try:
@@ -176,6 +181,9 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
                 pub.status("running", counters)
         else:
             log.info("%s: stop requested", cam.name)
+        if not stop_event.is_set() and (short := source.incomplete()) is not None:
+            log.warning("%s: %s", cam.name, short)
+            code = EXIT_PARTIAL
         handle(pipe.flush())
     except CaptureError as exc:
         log.error("%s: capture failed: %s", cam.name, exc)

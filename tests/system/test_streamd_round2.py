@@ -1,0 +1,165 @@
+"""`mfvan-streamd` as a real process (issue 12, items 4, 5, 7, 8): honest health, a dry run that
+touches nothing, a bind-everywhere PUB the supervisor can still reach, children that do not
+outlive a killed supervisor, SIGTERM honoured while the engine lingers, permanent errors fast.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engine.wire.client import Subscriber
+from streamer.harness.procs import alive, free_port
+from streamer.harness.soak import Daemon, write_looped_folder
+from tests.helpers.reliability import session_artefact, wait_until
+
+pytest.importorskip("torch")
+
+FPS = 200.0
+
+
+@pytest.fixture(scope="module")
+def artefact(tmp_path_factory) -> Path:
+    return session_artefact(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def frames() -> list[np.ndarray]:
+    from streamer.harness.clip import render_test_clip
+
+    return render_test_clip(200, [], fps=FPS, seed=5)  # 1 s of a real face, no events needed
+
+
+def _wait_health(d: Daemon, pred, timeout: float, what: str) -> tuple[int, str]:
+    end = time.monotonic() + timeout
+    h = (0, "")
+    while time.monotonic() < end:
+        h = d.healthz()
+        if pred(h):
+            return h
+        time.sleep(0.2)
+    raise AssertionError(f"{what}: /healthz stayed {h}")
+
+
+def test_health_follows_progress_dry_run_touches_nothing_children_die_with_the_supervisor(
+        tmp_path: Path, artefact: Path, frames) -> None:
+    clip = write_looped_folder(tmp_path / "clip", frames, int(120 * FPS), name="cam0")
+    d = Daemon(tmp_path / "d", [str(clip)], fps=FPS, artefact=str(artefact))
+    with d:
+        d.wait_running()
+        engine = d.engine_pid()
+        streamer = next(p for p in d.children() if p != engine)
+
+        # item 5: --dry-run beside the running daemon reports the ipc sockets in use, unlinks nothing
+        pub_file = Path(d.pub_endpoint.removeprefix("ipc://"))
+        inode = pub_file.stat().st_ino
+        dry = subprocess.run([*d.command()[:-len(d.args)], *d.args, "--dry-run"], capture_output=True, text=True,
+                             timeout=120)
+        assert dry.returncode == 1, dry.stdout + dry.stderr
+        assert f"[FAIL] endpoint {d.pub_endpoint} is in use" in dry.stdout, dry.stdout
+        assert pub_file.stat().st_ino == inode, "the dry run replaced the live daemon's socket"
+        with Subscriber(d.pub_endpoint, kinds=("hb/",)) as sub:  # a new client still reaches the daemon
+            assert sub.recv(timeout_ms=10_000) is not None
+
+        # item 7: a stopped (alive, silent) engine or streamer makes /healthz say so, then recovers
+        for pid, why in ((engine, "engine silent"), (streamer, "no frames")):
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                status, body = _wait_health(d, lambda h: h[0] == 503, 15, f"SIGSTOP of {why}")
+                assert why in body, body
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            _wait_health(d, lambda h: h[0] == 200, 20, f"recovery after {why}")
+
+        # item 8: kill -9 of the supervisor: no child keeps running (they got SIGTERM, PDEATHSIG)
+        kids = d.children()
+        os.kill(d.pid, signal.SIGKILL)
+        d.proc.wait(10)
+        wait_until(lambda: not any(alive(p) for p in kids), 20, "the children to exit after the supervisor died")
+    assert "Traceback" not in d.log()
+
+
+def test_pub_on_every_interface_and_sigterm_during_the_linger(tmp_path: Path, artefact: Path, frames) -> None:
+    """`--pub tcp://*:PORT` (the README's example) used to crash the readiness check; once the
+    replay has ended the engine lingers, and SIGTERM must end that wait at once."""
+    clip = write_looped_folder(tmp_path / "clip", frames, int(3 * FPS), name="cam0")
+    port = free_port()
+    d = Daemon(tmp_path / "d", [str(clip)], fps=FPS, artefact=str(artefact), realtime=True,
+               overrides={"engine": {"security": {"insecure": True}}, "supervisor": {"linger_s": 120}},
+               extra_args=["--pub", f"tcp://*:{port}"])
+    with d:
+        d.wait_running()
+        with Subscriber(f"tcp://127.0.0.1:{port}", kinds=("hb/",)) as sub:
+            assert sub.recv(timeout_ms=10_000) is not None
+        wait_until(lambda: "every replay finished" in d.log(), 60, "the end of the replay")
+        t0 = time.monotonic()
+        d.proc.send_signal(signal.SIGTERM)
+        code = d.proc.wait(30)
+        took = time.monotonic() - t0
+    assert code == 0 and took < 15, (code, took)
+    log = d.log()
+    assert f"binding tcp://*:{port} without CURVE" in log and "Traceback" not in log
+
+
+def test_missing_video_is_one_line_and_exit_2_at_once(tmp_path: Path) -> None:
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", "import sys; from streamer.daemon import main; sys.exit(main())",
+                           "--video", str(tmp_path / "nope.mp4"), "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and time.monotonic() - t0 < 60
+    assert proc.stderr.strip().splitlines()[-1].endswith("nope.mp4 does not exist"), proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_truncated_video_and_a_slow_source_are_said_not_hidden(tmp_path: Path, artefact: Path) -> None:
+    """A truncated recording replayed about half its frames and exited 0 without a word; a
+    30 fps source gave no hint that micro-expressions need >= 100 fps (item 12)."""
+    import cv2
+
+    from streamer.harness.clip import render_test_clip
+
+    video = tmp_path / "rec.mkv"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 30, (640, 480))
+    for img in render_test_clip(120, [], fps=30.0, seed=2):
+        w.write(img)
+    w.release()
+    with open(video, "r+b") as f:  # cut the file in half, as a copy interrupted mid-way
+        f.truncate(video.stat().st_size // 2)
+    d = Daemon(tmp_path / "d", [str(video)], fps=None, realtime=False, artefact=str(artefact))
+    with d:
+        code = d.proc.wait(180)
+    log = d.log()
+    assert code == 1, log[-3000:]
+    assert "the video ended after" in log and "of 120 frames" in log and "replay is incomplete" in log, log[-3000:]
+    assert "30 fps is too slow for micro-expressions" in log
+    assert "Traceback" not in log
+
+
+def test_malformed_timestamp_sidecar_is_one_clear_error(tmp_path: Path) -> None:
+    """A damaged `.ts.csv` gave an IndexError traceback or 'noise floor file  unusable' (item 11)."""
+    import cv2
+
+    from streamer.capture import CaptureError, open_source
+
+    video = tmp_path / "rec.avi"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 200, (64, 48))
+    for _ in range(5):
+        w.write(np.zeros((48, 64, 3), np.uint8))
+    w.release()
+    side = Path(str(video) + ".ts.csv")
+    for body, where in (("index,ts_ns\n0,100\n1\n", ":3:"), ("index,ts_ns\n0,abc\n", ":2:")):
+        side.write_text(body)
+        with pytest.raises(CaptureError, match=where):
+            open_source(str(video))
+    proc = subprocess.run([sys.executable, "-c", "import sys; from streamer.daemon import main; sys.exit(main())",
+                           "--video", str(video), "--dry-run", "--metrics-port", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and f"{side}:2: expected 'index,ts_ns'" in proc.stdout, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr

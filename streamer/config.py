@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from engine.config.base import Section
+from engine.config.base import ListenHost, Section
 from engine.config.engine import EngineConfig
 from engine.registry import PluginSection
 from engine.wire.security import Security
@@ -153,7 +153,7 @@ class SupervisorConfig(Section):
     restart_window_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(5.0, gt=0)
     metrics_port: int = Field(9108, ge=0, le=65535, description="/metrics and /healthz; 0 = off")
-    metrics_host: str = Field("127.0.0.1", description="address /metrics and /healthz listen on")
+    metrics_host: ListenHost = Field("127.0.0.1", description="address /metrics and /healthz listen on")
     linger_s: float = Field(1.0, ge=0, description="after a replay ends, let the engine finish its queue this long")
     status_every_s: float = Field(1.0, gt=0, description="streamer Status messages (counters) this often")
 
@@ -169,3 +169,49 @@ class StreamdConfig(Section):
     embedded_engine: bool = Field(True, description="run the engine in-process tree; false = use engine.pair_endpoint")
     supervisor: SupervisorConfig = SupervisorConfig()
     security: Security = Security()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> StreamdConfig:
+        """Checks across fields: each of these was accepted and then misbehaved silently."""
+        names = [c.name for c in self.cameras]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            # one name = one metric series and one topic: two cameras would be indistinguishable
+            raise ValueError(f"cameras: duplicate name(s) {', '.join(dupes)}; give every camera its own name")
+        sp = self.spotter
+        if sp.micro_min_ms >= sp.micro_max_ms:
+            raise ValueError(f"spotter.micro_min_ms ({sp.micro_min_ms:g}) must be below spotter.micro_max_ms "
+                             f"({sp.micro_max_ms:g}): no episode could be a micro-expression")
+        return self._one_security()
+
+    def _one_security(self) -> StreamdConfig:
+        """One place for the server side: `security.*` (the README's, also MFVAN_SECURITY__*).
+
+        Why: the embedded engine read only `engine.security`, so server keys under the top-level
+        `security:` left the PUB in plaintext without a word. Now the top-level server keys are
+        the embedded engine's; the same key set differently in both places is an error; and the
+        embedded links (streamers' PUSH, the supervisor's heartbeat check) authenticate with the
+        server's own key pair unless client keys are given (the engine always admits its own).
+        """
+        top, eng = self.security, self.engine.security
+        server = {f: getattr(top, f) for f in ("server_secret_key", "client_allow_dir") if getattr(top, f)}
+        for flag in ("publish_crops", "insecure"):
+            if getattr(top, flag):
+                server[flag] = True
+        if server.get("server_secret_key") or server.get("client_allow_dir"):
+            if not self.embedded_engine:
+                raise ValueError("security.server_secret_key/client_allow_dir configure a server, and this daemon runs "
+                                 "none (external engine): set them on mfvan-engined, keep the client keys here")
+            for f in ("server_secret_key", "client_allow_dir"):
+                if f in server and getattr(eng, f) and getattr(eng, f) != server[f]:
+                    raise ValueError(f"security.{f} and engine.security.{f} differ: set the embedded engine's "
+                                     "server keys in one place (security.* is enough)")
+        new_eng = eng.model_copy(update=server) if server else eng
+        new_top = top
+        if new_eng.server_secret_key and self.embedded_engine and not (top.server_public_key or top.client_secret_key):
+            new_top = top.model_copy(update={"server_public_key": new_eng.server_secret_key,
+                                             "client_secret_key": new_eng.server_secret_key})
+        if new_eng is eng and new_top is top:
+            return self
+        return self.model_copy(update={"security": new_top,
+                                       "engine": self.engine.model_copy(update={"security": new_eng})})

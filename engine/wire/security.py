@@ -94,8 +94,9 @@ class AllowList:
     file is skipped with a warning rather than emptying the list.
     """
 
-    def __init__(self, folder: Path, min_interval_s: float = 0.25):
+    def __init__(self, folder: Path, min_interval_s: float = 0.25, extra: frozenset[bytes] = frozenset()):
         self.folder = folder
+        self.extra = frozenset(extra)  # admitted whatever the folder holds (the server's own key)
         self.min_interval_s = min_interval_s
         self._lock = threading.Lock()
         self._fingerprint: tuple | None = None
@@ -152,7 +153,7 @@ class AllowList:
                 fingerprint = self._scan()
                 if force or fingerprint != self._fingerprint:
                     self._fingerprint = fingerprint
-                    new = self._load()
+                    new = self._load() | self.extra
                     if self._fingerprint is not None and self.reloads:
                         log.info("allow-list %s reloaded: %d keys (%d added, %d removed)", self.folder, len(new),
                                  len(new - self.keys), len(self.keys - new))
@@ -221,7 +222,9 @@ def secure_bind(sock: zmq.Socket, endpoint: str, sec: Security) -> Guard | None:
             folder = Path(sec.client_allow_dir)
             if not folder.is_dir():
                 raise SecurityError(f"client allow-list folder {folder} does not exist")
-            allow = AllowList(folder)
+            # the server's own key pair is always admitted: whoever holds its secret is the server
+            # anyway, and mfvan-streamd's embedded streamers and supervisor authenticate with it
+            allow = AllowList(folder, extra=frozenset({public}))
             zap = ThreadAuthenticator(sock.context)
             zap.start()
             zap.configure_curve_callback(domain="*", credentials_provider=allow)

@@ -163,3 +163,51 @@ def test_malformed_timestamp_sidecar_is_one_clear_error(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and f"{side}:2: expected 'index,ts_ns'" in proc.stdout, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_curve_through_the_documented_top_level_security(tmp_path: Path, artefact: Path, frames, monkeypatch) -> None:
+    """The README's `MFVAN_SECURITY__SERVER_SECRET_KEY` (top-level `security:`) used to leave the
+    embedded engine's PUB in plaintext: it now configures it, the daemon's own links use the
+    server's key pair, an allowed client receives, keyless and unlisted clients receive nothing."""
+    from engine.keys import main as keys_main
+    from engine.wire.security import Security
+
+    keys = tmp_path / "keys"
+    assert keys_main(["server", "--dir", str(keys)]) == 0
+    assert keys_main(["client", "alice", "--dir", str(keys)]) == 0
+    assert keys_main(["client", "mallory", "--dir", str(tmp_path / "other")]) == 0
+    clip = write_looped_folder(tmp_path / "clip", frames, int(120 * FPS), name="cam0")
+    d = Daemon(tmp_path / "d", [str(clip)], fps=FPS, artefact=str(artefact), tcp=True)
+    monkeypatch.setenv("MFVAN_SECURITY__SERVER_SECRET_KEY", str(keys / "server.key_secret"))
+    monkeypatch.setenv("MFVAN_SECURITY__CLIENT_ALLOW_DIR", str(keys / "clients"))
+
+    def client(name: str, folder: Path) -> Security:
+        return Security(server_public_key=str(keys / "server.key"), client_secret_key=str(folder / f"{name}.key_secret"))
+
+    with d:
+        d.wait_running()  # the supervisor's heartbeat check passed over CURVE
+        with Subscriber(d.pub_endpoint, kinds=("hb/",), security=client("alice", keys)) as alice:
+            assert alice.recv(timeout_ms=15_000) is not None
+        for sec in (None, client("mallory", tmp_path / "other")):
+            with Subscriber(d.pub_endpoint, kinds=("hb/",), security=sec) as other:
+                assert other.recv(timeout_ms=1500) is None
+        m = d.metrics()
+        sent = sum(v for k, v in m.items() if k.startswith("mfvan_streamer_status_sent_total"))
+        assert sent > 0, "the streamer's PUSH did not get through to the CURVE engine"
+    assert "without CURVE" not in d.log()
+
+
+def test_ambiguous_security_is_a_config_error(tmp_path: Path) -> None:
+    from engine.config import ConfigError, load_config
+    from streamer.config import StreamdConfig
+
+    both = {"security": {"server_secret_key": "/a/server.key_secret"},
+            "engine": {"security": {"server_secret_key": "/b/server.key_secret"}}}
+    with pytest.raises(ConfigError, match="in one place"):
+        load_config(StreamdConfig, environ={}, overrides=both)
+    external = {"security": {"server_secret_key": "/a/server.key_secret"}, "embedded_engine": False}
+    with pytest.raises(ConfigError, match="mfvan-engined"):
+        load_config(StreamdConfig, environ={}, overrides=external)
+    same = {"security": {"server_secret_key": "/a/k"}, "engine": {"security": {"server_secret_key": "/a/k"}}}
+    cfg = load_config(StreamdConfig, environ={}, overrides=same)
+    assert cfg.security.client_secret_key == "/a/k" and cfg.engine.security.server_secret_key == "/a/k"

@@ -33,9 +33,13 @@ BIN = Path(sys.executable).parent
 
 def _above_the_load() -> None:
     """The fake camera stands for hardware with its own clock: where we may (root), it runs
-    above the host's other work, or a busy CI host makes it skip frame slots."""
-    with contextlib.suppress(OSError):
-        os.nice(-10)
+    above the host's other work (real-time scheduling, else a higher priority), or a busy CI
+    host makes it skip frame slots."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except (OSError, AttributeError):
+        with contextlib.suppress(OSError):
+            os.nice(-10)
 
 
 @contextlib.contextmanager
@@ -184,8 +188,9 @@ def test_200fps_for_5s_on_the_hardware_clock_without_overruns() -> None:
           f"{np.percentile(host_dt, 1) / 1e6:.2f}-{np.percentile(host_dt, 99) / 1e6:.2f} ms, dropped {dropped}, "
           f"overruns {grab.stats.overruns}, drift {counts['clock_drift_ppb']} ppb")
     assert grab.stats.overruns == 0
-    # every frame the camera numbered is either delivered or counted by why it was not
-    assert len(src.trace) + sum(dropped.values()) == sent, (len(src.trace), dropped, sent)
+    # every frame the camera numbered is either delivered or counted by why it was not (a broken
+    # buffer before our first good frame or after our last lies outside the id span: at most 2)
+    assert 0 <= len(src.trace) + sum(dropped.values()) - sent <= 2, (len(src.trace), dropped, sent)
     # the frame timestamps are the camera's, not the arrival times: same spacing within the slew
     assert np.abs(np.diff(tr[:, 3]) - cam_dt).max() <= genicam.ClockMap().slew_ns
     assert {f.ts_ns for f in frames} <= set(tr[:, 3].tolist())

@@ -133,18 +133,34 @@ class HttpServer(ThreadingMixIn, WSGIServer):
 
     daemon_threads = True
     poll_s = 0.5
+    # at most this many connections (threads, fds): past it the oldest is cut off, so idle or
+    # slow clients can neither exhaust the process nor keep a health probe out
+    max_connections = 64
 
     def __init__(self, addr: tuple[str, int], app: Callable, deadline_s: float = 10.0):
         self.deadline_s = deadline_s
         self._open: dict[socket.socket, float] = {}
         self._open_lock = threading.Lock()
+        self.evicted = 0
         super().__init__(addr, _Handler)
         self.set_app(app)
         self.thread: threading.Thread | None = None
 
     def process_request(self, request, client_address) -> None:
+        oldest = None
         with self._open_lock:
+            if len(self._open) >= self.max_connections:
+                oldest = min(self._open, key=self._open.__getitem__)  # the earliest deadline
+                self._open.pop(oldest)
+                self.evicted += 1
             self._open[request] = time.monotonic() + self.deadline_s
+        if oldest is not None:
+            try:
+                oldest.shutdown(socket.SHUT_RDWR)  # its handler's read returns and its thread ends
+            except OSError:
+                pass
+            _http_log().warning("http_full", "metrics: %d connections open, closed the oldest",
+                                self.max_connections)
         super().process_request(request, client_address)
 
     def shutdown_request(self, request) -> None:

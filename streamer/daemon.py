@@ -110,9 +110,15 @@ class Supervisor:
 
     # -- lifecycle --------------------------------------------------------------------------------
     def _spawn(self, child: Child) -> None:
-        child.process = self.ctx.Process(target=child_entry, name=child.name, daemon=False,
-                                         args=(child.target, self.log_level, self.stop_event, child.args, child.kwargs))
-        child.process.start()
+        proc = self.ctx.Process(target=child_entry, name=child.name, daemon=False,
+                                args=(child.target, self.log_level, self.stop_event, child.args, child.kwargs))
+        try:
+            proc.start()
+        except OSError as exc:  # EMFILE, EAGAIN, ENOMEM: the host is out of something; try again later
+            log.error("cannot start %s: %s; trying again in 5 s", child.name, exc)
+            child.restart_at = time.monotonic() + 5.0
+            return
+        child.process = proc
         log.info("started %s (pid %d)", child.name, child.process.pid)
 
     def _wait_engine_ready(self, timeout: float = 120.0) -> bool:
@@ -129,8 +135,9 @@ class Supervisor:
             if sub.recv(timeout_ms=200) is not None:
                 self._last_hb = time.monotonic()
                 return True
-            if not engine.process.is_alive():
-                log.error("engine exited with code %s before it was ready", engine.process.exitcode)
+            if engine.process is None or not engine.process.is_alive():
+                log.error("engine exited with code %s before it was ready",
+                          engine.process.exitcode if engine.process is not None else "(not started)")
                 return False
         log.error("engine sent no heartbeat on %s within %.0f s", self.cfg.engine.pub_endpoint, timeout)
         return False

@@ -211,3 +211,29 @@ def test_ambiguous_security_is_a_config_error(tmp_path: Path) -> None:
     same = {"security": {"server_secret_key": "/a/k"}, "engine": {"security": {"server_secret_key": "/a/k"}}}
     cfg = load_config(StreamdConfig, environ={}, overrides=same)
     assert cfg.security.client_secret_key == "/a/k" and cfg.engine.security.server_secret_key == "/a/k"
+
+
+def test_idle_metrics_connections_are_bounded_and_health_still_answers(tmp_path: Path, artefact: Path,
+                                                                       frames) -> None:
+    """Idle TCP connections to /metrics each held a supervisor thread (1,010 threads after
+    150 s, then EMFILE): now at most HttpServer.max_connections, the oldest cut off (item 9)."""
+    import re
+    import socket
+
+    from engine.metrics import HttpServer
+
+    clip = write_looped_folder(tmp_path / "clip", frames, int(120 * FPS), name="cam0")
+    d = Daemon(tmp_path / "d", [str(clip)], fps=FPS, artefact=str(artefact))
+    with d:
+        d.wait_running()
+        idle = [socket.create_connection(("127.0.0.1", d.metrics_port), timeout=5) for _ in range(300)]
+        try:
+            time.sleep(1.0)
+            threads = int(re.search(r"Threads:\s+(\d+)", Path(f"/proc/{d.pid}/status").read_text()).group(1))
+            health = d.healthz()
+        finally:
+            for s in idle:
+                s.close()
+        assert health == (200, "ok\n"), health
+        assert threads < HttpServer.max_connections + 40, threads
+        assert d.proc.poll() is None

@@ -144,16 +144,23 @@ class MotionMeter:
         self.rois = {n: tuple(round(v * s) for v in r) for n, r in ROIS_112.items()}
         self.face = tuple(round(v * s) for v in FACE_112)
         self.flows = 0
+        # the similarity is read on a coarser grid (every 6th pixel: ~150 samples) than the
+        # translation; per sample, its scale and rotation estimates are dot products with
+        # precomputed weights, so the fit costs a few vector operations and two partitions
         x0, y0, x1, y1 = self.face
-        ys, xs = np.mgrid[y0:y1:3, x0:x1:3]
+        ys, xs = np.mgrid[y0:y1:6, x0:x1:6]
         self._centre = np.array([(x0 + x1 - 1) / 2, (y0 + y1 - 1) / 2], np.float32)
         d = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32) - self._centre
         n2 = (d ** 2).sum(1)
         keep = n2 > (0.15 * (x1 - x0)) ** 2  # near the centre scale and rotation are unmeasurable
-        self._d, self._n2, self._keep = d[keep], n2[keep], keep
+        self._keep = np.flatnonzero(keep)
+        d, n2 = d[keep], n2[keep]
+        self._wx = np.ascontiguousarray(d[:, 0] / n2, np.float32)  # scale = g·d/|d|², rot = g×d/|d|²
+        self._wy = np.ascontiguousarray(d[:, 1] / n2, np.float32)
+        self._half = len(self._keep) // 2
         # ROI centres relative to the face centre: where the similarity's flow is read
-        self._q = np.array([((r[0] + r[2] - 1) / 2, (r[1] + r[3] - 1) / 2) for r in self.rois.values()],
-                           np.float32) - self._centre
+        self._qs = [((r[0] + r[2] - 1) / 2 - float(self._centre[0]), (r[1] + r[3] - 1) / 2 - float(self._centre[1]))
+                    for r in self.rois.values()]
 
     def measure_rois(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Mean-flow magnitude per ROI (order of ROI_NAMES) after removing the face's rigid motion."""
@@ -165,16 +172,17 @@ class MotionMeter:
         out = np.empty(len(self.rois), np.float32)
         gx, gy = float(glob[0]), float(glob[1])
         if self.rigid:
-            g = samples[self._keep] - glob
-            d = self._d
-            scale = float(np.median((g[:, 0] * d[:, 0] + g[:, 1] * d[:, 1]) / self._n2))
-            rot = float(np.median((d[:, 0] * g[:, 1] - d[:, 1] * g[:, 0]) / self._n2))
-            q = self._q
-            model = np.stack([gx + scale * q[:, 0] - rot * q[:, 1], gy + scale * q[:, 1] + rot * q[:, 0]], 1)
+            g = flow[y0:y1:6, x0:x1:6].reshape(-1, 2)[self._keep] - glob
+            h = self._half
+            u, v = g[:, 0], g[:, 1]
+            scale = float(np.partition(u * self._wx + v * self._wy, h)[h])
+            rot = float(np.partition(v * self._wx - u * self._wy, h)[h])
         for i, (rx0, ry0, rx1, ry1) in enumerate(self.rois.values()):
             mx, my = cv2.mean(flow[ry0:ry1, rx0:rx1])[:2]  # C speed; numpy's mean is 5x slower here
             if self.rigid:
-                gx, gy = float(model[i, 0]), float(model[i, 1])
+                qx, qy = self._qs[i]
+                mx -= scale * qx - rot * qy
+                my -= scale * qy + rot * qx
             out[i] = ((mx - gx) ** 2 + (my - gy) ** 2) ** 0.5
         return out
 

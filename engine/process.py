@@ -120,6 +120,10 @@ def install_stop_signals(stop: StopRequest, *, child: bool) -> None:
 
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, signal.SIG_IGN if child else handler)
+    if child and hasattr(signal, "SIGHUP"):
+        # a hangup is the supervisor's to act on (it forwards SIGHUP to the engine, which then
+        # re-reads its allow-list); by default it would end the child
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 Target = Callable[..., int | None] | str

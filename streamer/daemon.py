@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import logging
 import multiprocessing as mp
+import os
 import signal
 import sys
 import time
@@ -321,6 +322,18 @@ class Supervisor:
 
         signal.signal(signal.SIGTERM, handler)
         signal.signal(signal.SIGINT, handler)
+
+        def reload(_signum, _frame):  # the engine re-reads its CURVE allow-list now
+            if not self.cfg.engine.security.client_allow_dir:
+                return  # nothing to reload (and an engine without an allow-list keeps SIGHUP's default)
+            for c in self.children:
+                if c.kind == "engine" and c.process is not None and c.process.pid:
+                    try:
+                        os.kill(c.process.pid, signal.SIGHUP)
+                    except ProcessLookupError:
+                        pass
+
+        signal.signal(signal.SIGHUP, reload)
 
     # -- /metrics and /healthz ------------------------------------------------------------------------
     def _collector(self):

@@ -194,6 +194,11 @@ def test_curve_through_the_documented_top_level_security(tmp_path: Path, artefac
         m = d.metrics()
         sent = sum(v for k, v in m.items() if k.startswith("mfvan_streamer_status_sent_total"))
         assert sent > 0, "the streamer's PUSH did not get through to the CURVE engine"
+        # SIGHUP: the supervisor forwards it, the engine re-reads its allow-list; nobody dies
+        kids = sorted(d.children())
+        os.kill(d.pid, signal.SIGHUP)
+        wait_until(lambda: "reloaded" in d.log(), 15, "the allow-list reload on SIGHUP")
+        assert sorted(d.children()) == kids and d.healthz()[0] == 200
     assert "without CURVE" not in d.log()
 
 

@@ -558,6 +558,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level)
     enable_faulthandler()
+    if args.log_level != "DEBUG":
+        # FFmpeg (inside OpenCV) writes its own lines to stderr, outside the log format
+        # ("[matroska @ 0x…] File ended prematurely"); every failure it describes is reported
+        # through the logger here (cannot open, truncated replay, unreadable frame). Children
+        # inherit the setting; --log-level DEBUG shows FFmpeg's own words again.
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+        os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
     base = None
     if args.config and (args.fps or args.realtime) and not (args.camera or args.video):
         from engine.config.loader import ConfigError, load_config

@@ -140,6 +140,7 @@ def test_truncated_video_and_a_slow_source_are_said_not_hidden(tmp_path: Path, a
     assert "the video ended after" in log and "of 120 frames" in log and "replay is incomplete" in log, log[-3000:]
     assert "30 fps is too slow for micro-expressions" in log
     assert "Traceback" not in log
+    assert "[matroska" not in log and "[mjpeg" not in log  # FFmpeg's own lines: said through the logger
 
 
 def test_malformed_timestamp_sidecar_is_one_clear_error(tmp_path: Path) -> None:

@@ -140,6 +140,16 @@ def _describe(fd: int) -> tuple[str | None, tuple | None]:
         s.close()
 
 
+def _is_ours(ident: tuple, endpoint: bytes) -> bool:
+    """Is the connection described by `ident` one accepted on `endpoint` (its local end)?"""
+    local = ident[1]
+    text = endpoint.decode(errors="replace")
+    if text.startswith("ipc://"):
+        return local == text[len("ipc://"):]
+    port = text.rsplit(":", 1)[-1]
+    return isinstance(local, tuple) and port.isdigit() and local[1] == int(port)
+
+
 class Connections:
     """The accepted connections of one bound socket, from its monitor: fd -> peer.
 
@@ -176,6 +186,8 @@ class Connections:
             if msg["event"] == zmq.EVENT_ACCEPTED:
                 self._closed(fd, gone)  # a reused fd: its earlier connection is gone (event lost)
                 key, ident = _describe(fd)
+                if ident is not None and not _is_ours(ident, msg["endpoint"]):
+                    key, ident = None, None  # the fd already belongs to some other socket of this process
                 self.fds[fd] = (key, ident)
                 if key is not None:
                     self.live[key] += 1

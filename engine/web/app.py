@@ -41,6 +41,7 @@ import zmq
 from aiohttp import WSMsgType, web
 
 from engine.config.cli import add_config_args, config_from_args
+from engine.process import setup_logging
 from engine.web.config import WebConfig
 from engine.web.translate import to_json
 from engine.wire import protocol as P
@@ -332,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     if not is_loopback(cfg.host) and not cfg.token:
         print(f"mfvan-web: binding {cfg.host} (beyond loopback) needs a token: --token or MFVAN_TOKEN", file=sys.stderr)
         return 2
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(args.log_level)
 
     async def run() -> int:
         stop = asyncio.Event()

@@ -25,7 +25,7 @@ from engine.artefact import ArtefactError, load_artefact
 from engine.backends import BACKENDS, BackendUnavailable, load_backend
 from engine.config.cli import add_config_args, config_from_args
 from engine.config.engine import BenchConfig
-from engine.tensors import crops_to_nchw, upsample_heatmaps
+from engine.tensors import input_form, pair_inputs, upsample_heatmaps
 
 TARGETS = {"cpu_p50_ms": 5.0, "cpu_p99_ms": 10.0, "ort_vs_torch_eager": 2.0}
 
@@ -74,7 +74,7 @@ def run_bench(cfg: BenchConfig) -> dict[str, object]:
     s = artefact.crop_size
     rng = np.random.default_rng(0)
     crops = rng.integers(0, 256, (2, cfg.batch, s, s, 3), dtype=np.uint8)
-    onset, apex = crops_to_nchw(crops[0]), crops_to_nchw(crops[1])
+    onset, apex = pair_inputs(crops[0], crops[1], artefact.manifest)  # as the server feeds this artefact's model
     report: dict[str, object] = {
         "artefact": str(artefact.folder),
         "model": artefact.manifest.model_name,
@@ -122,9 +122,10 @@ def run_bench(cfg: BenchConfig) -> dict[str, object]:
     # the server's own per-pair work around the model, for the end-to-end budget
     one = crops[0][:1]
     heat = rng.random((4, artefact.manifest.output.heatmap_grid, artefact.manifest.output.heatmap_grid), dtype=np.float32)
-    pre = measure(lambda a, b: (crops_to_nchw(a), crops_to_nchw(b)), one, one, 200, 10, "pre")
+    pre = measure(lambda a, b: pair_inputs(a, b, artefact.manifest), one, one, 200, 10, "pre")
     post = measure(lambda h, _b: upsample_heatmaps(h, s), heat, None, 200, 10, "post")  # type: ignore[arg-type]
-    report["per_pair_overhead_ms"] = {"preprocess_p50": pre["p50_ms"], "heatmap_upsample_p50": post["p50_ms"]}
+    report["per_pair_overhead_ms"] = {"preprocess_p50": pre["p50_ms"], "heatmap_upsample_p50": post["p50_ms"],
+                                      "preprocess": input_form(artefact.manifest)}
 
     ort_cpu = results.get("onnxruntime/fp32")
     if ort_cpu and ort_cpu["device"] == "CPUExecutionProvider" and cfg.batch == 1:
@@ -132,6 +133,9 @@ def run_bench(cfg: BenchConfig) -> dict[str, object]:
             "cpu_p50_ms": {"target": TARGETS["cpu_p50_ms"], "got": ort_cpu["p50_ms"], "met": ort_cpu["p50_ms"] <= TARGETS["cpu_p50_ms"]},
             "cpu_p99_ms": {"target": TARGETS["cpu_p99_ms"], "got": ort_cpu["p99_ms"], "met": ort_cpu["p99_ms"] <= TARGETS["cpu_p99_ms"]},
         }
+        with_pre = round(ort_cpu["p50_ms"] + pre["p50_ms"], 3)  # the model plus its pre-processing (motion: the flow)
+        report["targets"]["cpu_p50_with_preprocess_ms"] = {"target": TARGETS["cpu_p50_ms"], "got": with_pre,
+                                                           "met": with_pre <= TARGETS["cpu_p50_ms"]}
         if "speedup_vs_torch_eager" in ort_cpu:
             sp = ort_cpu["speedup_vs_torch_eager"]
             report["targets"]["ort_vs_torch_eager"] = {"target": TARGETS["ort_vs_torch_eager"], "got": sp, "met": sp >= 2.0}

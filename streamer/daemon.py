@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--video", action="append", metavar="PATH", help="replay a video file or a frame folder (repeatable)")
     src.add_argument("--fps", type=float, help="frame rate of frame folders / forced rate of videos / camera rate")
     src.add_argument("--realtime", action="store_true", help="pace a replay at the source rate (else as fast as possible)")
-    p.add_argument("--pub", metavar="ENDPOINT", help="where results are published (engine PUB), e.g. tcp://*:5556")
+    p.add_argument("--pub", metavar="ENDPOINT", help="where results are published (engine PUB), e.g. tcp://*:5556 "
+                   "(beyond loopback only with CURVE keys or security.insecure: true)")
     p.add_argument("--engine", metavar="ENDPOINT", help="use a running mfvan-engined at this PULL endpoint instead of "
                    "the embedded engine")
     p.add_argument("--metrics-port", type=int, help="/metrics and /healthz port (0 = off)")

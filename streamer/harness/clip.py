@@ -90,8 +90,17 @@ def _field(region: str, lm: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndar
 
 
 def render_test_clip(n_frames: int, events: list[ClipEvent], fps: float = 200.0, seed: int = 0,
-                noise: float = 1.5, drift_px: float = 0.0, rotation_deg: float = 0.0) -> list[np.ndarray]:
-    """Frames (BGR uint8 640×480) of a face with `events`; ground truth is the events list."""
+                noise: float = 1.5, drift_px: float = 0.0, rotation_deg: float = 0.0, faces: int = 1,
+                second_lag: int = 0) -> list[np.ndarray]:
+    """Frames (BGR uint8 640×480) of a face with `events`; ground truth is the events list.
+
+    `faces=2`: two faces side by side (each frame scaled 0.75, the face's 320 columns kept), for
+    the multi-face load of an interview room. The right face shows the clip `second_lag` frames
+    late (wrapping round), so its events are the same ones `second_lag` frames later and the
+    two faces do not move in step.
+    """
+    if faces not in (1, 2):
+        raise ValueError(f"faces must be 1 or 2, not {faces}")
     base, lm = _base()
     rng = np.random.default_rng(seed)
     h, w = base.shape[:2]
@@ -133,6 +142,23 @@ def render_test_clip(n_frames: int, events: list[ClipEvent], fps: float = 200.0,
             shifted = np.roll(n, (dy, dx), axis=(0, 1))
             frame = cv2.add(frame, shifted, dtype=cv2.CV_8U)
         out.append(frame)
+    return out if faces == 1 else _side_by_side(out, float(lm[2][0]), second_lag)
+
+
+def _side_by_side(frames: list[np.ndarray], face_x: float, lag: int, scale: float = 0.75) -> list[np.ndarray]:
+    """Two faces in one 640×480 frame: each source frame scaled, 320 columns round the face."""
+    h, w = frames[0].shape[:2]
+    sw, sh = round(w * scale), round(h * scale)
+    x0 = int(min(max(0, round(face_x * scale) - 160), sw - 320))
+    y0 = (h - sh) // 2
+    halves = [cv2.resize(f, (sw, sh), interpolation=cv2.INTER_AREA)[:, x0:x0 + 320] for f in frames]
+    n = len(frames)
+    out = []
+    for i in range(n):
+        canvas = np.full((h, w, 3), 96, np.uint8)
+        canvas[y0:y0 + sh, :320] = halves[i]
+        canvas[y0:y0 + sh, 320:640] = halves[(i - lag) % n]
+        out.append(canvas)
     return out
 
 

@@ -1,9 +1,11 @@
 """Per-subject noise floor and threshold from a neutral recording.
 
-Why: the online floor needs a few hundred quiet frames of a face before it may fire; a
-subject recorded for a few seconds sitting still (neutral face, normal blinking) seeds it so
-spotting is calibrated from the first frame, and the operator sees the subject's own motion
-level. Run the same spotter pipeline with spotting disabled, collect the motion signal a(t)
+Why: the online floor needs k + warm-up frames (~0.5 s) of a face before it knows that face's
+noise, and until then the spotter runs on a population prior (`spotter.floor_prior`) that is
+too strict for a still, clean face and too lax for a noisy one. A subject recorded for ~10 s
+sitting still (neutral face, normal blinking) seeds the floor, so spotting is calibrated from
+the first frame, and the operator sees the subject's own motion level (docs/streamer.md,
+"Calibration", for its measured effect on the first second of a clip). Run the same spotter pipeline with spotting disabled, collect the motion signal a(t)
 of the face (the longest track), and store its robust centre and spread:
 
     python -m calibration.noise_floor --video neutral.mkv --out subject07.json
@@ -41,7 +43,8 @@ def noise_floor(video: str, cfg: StreamdConfig, fps: float | None = None, progre
     median, mad = robust_floor(a)
     threshold = median + cfg.spotter.mad_c * MAD_TO_SIGMA * mad
     return {"format": "mfvan-noise-floor/1", "source": str(video), "fps": rate, "k": pipe.k,
-            "spot_size": cfg.spotter.spot_size, "track": track, "samples": int(a.size),
+            "spot_size": cfg.spotter.spot_size, "motion_model": cfg.spotter.motion_model,
+            "track": track, "samples": int(a.size),
             "median": median, "mad": mad, "c": cfg.spotter.mad_c, "threshold": threshold,
             "max": float(a.max()), "above_threshold": int((a > threshold).sum())}
 

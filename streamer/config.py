@@ -138,6 +138,7 @@ class SpotterConfig(Section):
     max_episode_s: float = Field(4.0, gt=0, description="an episode not back to neutral after this long is a held macro event")
     noise_floor_file: str = Field("", description="JSON from calibration/noise_floor.py seeding the floor (per subject)")
     blink_mouth_ratio: float = Field(4.0, ge=0, description="a short episode where an eye moves this many times more than either mouth corner (and at least as much as either brow) is a blink; 0 = only the both-eyes rule")
+    seed_gated: bool = Field(True, description="a calibration seed gates what the floor learns from the first frame (true), or only once the warm-up has blended it out (false: a seed from a still recording may sit below the same face's floor in conversation)")
     micro_min_disp: float = Field(0.002, ge=0, description="an episode whose peak rises less than this fraction of the inter-ocular distance above the floor is noise (weak), however still the face")
     motion_model: Literal["translation", "similarity"] = Field("similarity", description="the head's residual motion removed from the flow before ROI motion is read: a median translation, or a median similarity (also rotation and zoom)")
     floor_prior: tuple[float, float] | None = Field((0.042, 0.010), description="(centre, MAD) in crop pixels a track's floor starts from when no calibration seed is given, blended out over the warm-up; null = wait for the warm-up")

@@ -18,7 +18,7 @@ MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard
 
 class NoiseFloor:
     def __init__(self, c: float = 6.0, window: int = 1000, warmup: int = 200, refresh: int = 16,
-                 seed: tuple[float, float] | None = None):
+                 seed: tuple[float, float] | None = None, trust_seed: bool = True):
         self.c = c
         self.values: deque[float] = deque(maxlen=window)
         self.warmup = warmup
@@ -28,6 +28,10 @@ class NoiseFloor:
         self.mad = 0.0
         self.seeded = seed is not None
         self.prior = False  # seeded by a population prior, not by this subject's calibration
+        # learn ungated while a seed is blended out: True for a prior; for a calibration seed
+        # when `trust_seed` is False (a seed from a still, event-free recording can sit below
+        # the floor of the same face in conversation, and a gated floor could never rise to it)
+        self.blend_ungated = not trust_seed
         if seed is not None:
             self.median, self.mad = float(seed[0]), float(seed[1])
 
@@ -42,7 +46,7 @@ class NoiseFloor:
         if self.seeded:
             return
         self.median, self.mad = float(median), float(mad)
-        self.seeded = self.prior = True
+        self.seeded = self.prior = self.blend_ungated = True
 
     @property
     def ready(self) -> bool:
@@ -63,7 +67,7 @@ class NoiseFloor:
         return self.median + 0.5 * (self.threshold - self.median)
 
     def add(self, value: float) -> None:
-        if self.ready and value > self.gate and not (self.prior and len(self.values) < self.warmup):
+        if self.ready and value > self.gate and not (self.blend_ungated and len(self.values) < self.warmup):
             return
         self.values.append(value)
         self._n_since += 1

@@ -236,7 +236,7 @@ def spotter_options(cfg, fps: float) -> dict:
             "prior": tuple(cfg.floor_prior) if cfg.floor_prior else None, "edge_margin": cfg.edge_margin,
             "shape_min": cfg.min_on_shape,
             "min_score": cfg.micro_min_disp * 35.24 * cfg.spot_size / 112.0,
-            "blink_mouth_ratio": cfg.blink_mouth_ratio}  # ArcFace template eye distance
+            "blink_mouth_ratio": cfg.blink_mouth_ratio, "seed_gated": cfg.seed_gated}  # ArcFace template eye distance
 
 
 class TrackSpotter:
@@ -250,10 +250,12 @@ class TrackSpotter:
                  short_lag: bool = False, early: bool = False,
                  prior: tuple[float, float] | None = None, edge_margin: float = 0.5,
                  shape_min: bool = False, min_score: float = 0.0,
-                 blink_mouth_ratio: float = 4.0):
+                 blink_mouth_ratio: float = 4.0, seed_gated: bool = True):
         self.track, self.fps, self.k = track, fps, k
         if prior is not None:
             floor.set_prior(*prior)
+        if not seed_gated:
+            floor.blend_ungated = True
         self.edge_margin = edge_margin
         self.shape_min = shape_min
         self.min_score = min_score

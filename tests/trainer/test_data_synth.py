@@ -95,6 +95,27 @@ def test_plan_respects_the_brief() -> None:
                 assert 800 <= ms <= 3000 and e.amplitude_px >= 6.0
 
 
+def test_second_corpus_options_hold_out_identities_and_leave_the_shared_corpus_alone() -> None:
+    """configs/synth-eval.yaml (issue 16): identities past the tuning ones, event-free clips,
+    its own distractor ranges; the defaults still plan the shared corpus bit for bit."""
+    from engine.config.loader import load_config
+    from trainer.config.synth import SynthConfig
+    from trainer.synth.corpus import PlanOptions, plan_corpus
+
+    shared = plan_corpus(31, 2, seed=0, opts=PlanOptions())
+    assert sum(p.n_frames for p in shared) == 45_307 and sum(e.kind == "micro" for p in shared for e in p.events) == 310
+    cfg = load_config(SynthConfig, Path(__file__).resolve().parents[2] / "configs" / "synth-eval.yaml", environ={})
+    opts = PlanOptions(micro_ms=cfg.micro_ms, micro_px=cfg.micro_px, drift_px=cfg.drift_px, flicker=cfg.flicker,
+                       flicker_hz=cfg.flicker_hz, rotation_deg=cfg.rotation_deg, empty_clip_prob=1.0)
+    plans = plan_corpus(2, 2, seed=cfg.seed, opts=opts, first_subject=cfg.first_subject)
+    assert [p.subject for p in plans] == ["sub21", "sub21", "sub22", "sub22"]
+    assert [p.identity_index for p in plans] == [20, 20, 21, 21]
+    for p in plans:  # event-free: blinks and head motion only, about as long as a clip with events
+        assert {e.kind for e in p.events} == {"blink"} and p.n_frames > 400
+        assert cfg.drift_px[0] <= p.distractors.drift_px <= cfg.drift_px[1]
+        assert cfg.flicker[0] <= p.distractors.flicker <= cfg.flicker[1]
+
+
 def test_corpus_on_disk_reads_back_through_the_casme2_loader(tmp_path: Path) -> None:
     from trainer.datasets import LoadReport, load_casme2, load_synth
     from trainer.synth.cli import main
@@ -135,6 +156,8 @@ def test_cli_rejects_too_many_subjects(tmp_path: Path, capsys: pytest.CaptureFix
 
     assert main(["--out", str(tmp_path / "x"), "--subjects", "99"]) == 2
     assert "distinct identities" in capsys.readouterr().err
+    assert main(["--out", str(tmp_path / "x"), "--subjects", "12", "--first-subject", "21"]) == 2
+    assert "--first-subject 21" in capsys.readouterr().err
     (tmp_path / "f").write_text("")
     assert main(["--out", str(tmp_path / "f"), "--subjects", "1"]) == 2
     assert "not a folder" in capsys.readouterr().err

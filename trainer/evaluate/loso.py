@@ -3,6 +3,13 @@ optionally Table 3's ablation rows; writes report.json, confusion PNGs, tables, 
 
     mfvan-eval loso --config configs/train/loso_synth.yaml --data /work/data/synth --out runs/loso
     mfvan-eval loso --config ... --ablation --ablation-folds 10 --out runs/loso
+
+Models on the same folds: `mfvan` (the configured input form), `mfvan_apex` (the paper's
+apex-only form, otherwise the same config), `offapex`, `lbptop`. With MFVAN and a baseline in
+one report, `significance` holds MFVAN - best baseline (UF1) with a paired bootstrap over
+subjects (95 % interval) and a Wilcoxon signed-rank test over folds. `--shard I/N` runs only
+every N-th fold from the I-th (0-based), so N processes share the folds; a final run without
+it reloads every saved fold and writes the whole report.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ from trainer.evaluate.metrics import confusion, per_class
 from trainer.evaluate.protocol import (
     ABLATION_ROWS,
     FoldResult,
+    cross_generator,
     fingerprint,
     fold_subjects,
+    paired_difference,
     pooled,
     run_baseline_fold,
     run_folds,
@@ -40,7 +49,8 @@ from trainer.models import create_model
 from trainer.models.profile import profile
 from trainer.train import PairSet, resolve_device
 
-MODELS = ("mfvan", "lbptop", "offapex")
+MODELS = ("mfvan", "mfvan_apex", "lbptop", "offapex")
+BASELINES = ("lbptop", "offapex", "mfvan_apex")
 BASELINE_FIT = {"lbptop": lbptop.fit, "offapex": offapex.fit}
 
 
@@ -53,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation", action="store_true", help="also run Table 3's rows and write ablation.md")
     p.add_argument("--ablation-folds", type=int, default=0, help="folds for the ablation rows (0 = same as --max-folds)")
     p.add_argument("--ablation-only", action="store_true", help="run only the ablation rows (no model comparison)")
+    p.add_argument("--cross", metavar="PAIRS", help="instead of LOSO: train on --pairs without PAIRS' subjects, test on "
+                   "them from both sets (the cross-generator check; writes cross_generator.json/.md)")
+    p.add_argument("--shard", default="", metavar="I/N", help="run only folds I, I+N, ... (0-based), to share folds among N processes")
     add_run_args(p)
     add_config_args(p)
     return p
@@ -139,10 +152,11 @@ def run_loso(
     ablation_folds: int = 0,
     progress: bool = True,
     skipped: Sequence[str] = (),
+    shard: tuple[int, int] = (0, 1),
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    subjects = fold_subjects(data, max_folds)
+    subjects = fold_subjects(data, max_folds)[shard[0] :: shard[1]]
     c = cfg.model.num_classes
     report: dict[str, Any] = {
         "protocol": {
@@ -165,17 +179,28 @@ def run_loso(
     }
     rep.write_json(out / "skipped.json", list(skipped))
     fold_root = out / "folds"
+    all_results: dict[str, list[FoldResult]] = {}
     for name in models:
-        if name == "mfvan":
-            results = run_folds(name, subjects, lambda s: run_mfvan_fold(cfg, data, s, device, False), fold_root / name, progress, log,
-                                fingerprint(cfg, name))
-            model = create_model(cfg.model)
-            report["models"][name] = {**_model_report(name, results, data, out, f"MFVAN ({cfg.model.input_form})"), "profile": profile(model)}
-            _overlays(results, data, out, cfg.eval.overlays)
+        if name in ("mfvan", "mfvan_apex"):
+            mcfg = cfg if name == "mfvan" else with_model(cfg, input_form="apex")
+            results = run_folds(name, subjects, lambda s, c_=mcfg: run_mfvan_fold(c_, data, s, device, False), fold_root / name,
+                                progress, log, fingerprint(mcfg, "mfvan"))
+            model = create_model(mcfg.model)
+            report["models"][name] = {**_model_report(name, results, data, out, f"MFVAN ({mcfg.model.input_form})"),
+                                      "input_form": mcfg.model.input_form, "profile": profile(model)}
+            if name == "mfvan":
+                _overlays(results, data, out, cfg.eval.overlays)
         else:
             results = run_folds(name, subjects, lambda s, n=name: run_baseline_fold(BASELINE_FIT[n], data, s, cfg.seed), fold_root / name,
                                 progress, log, fingerprint(None, name, cfg.seed))
             report["models"][name] = _model_report(name, results, data, out, name)
+        all_results[name] = results
+        rep.write_json(out / "report.json", report)
+    base = [b for b in BASELINES if b in all_results]
+    if "mfvan" in all_results and base:
+        best = max(base, key=lambda b: report["models"][b]["uf1"])
+        report["significance"] = {"a": "mfvan", "b": best, "b_is": "the best baseline by pooled UF1",
+                                  **paired_difference(all_results["mfvan"], all_results[best], c, seed=cfg.seed)}
         rep.write_json(out / "report.json", report)
     cols = ["model", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean", "total_seconds"]
     rows: list[dict[str, Any]] = [{"model": k, **{c_: v.get(c_) for c_ in cols[1:]}} for k, v in report["models"].items()]
@@ -183,10 +208,17 @@ def run_loso(
     text += rep.markdown_table(rows, cols)
     for k, v in report["models"].items():
         text += f"\n## {k}: per class\n\n" + rep.markdown_table(v["per_class"], ["class", "precision", "recall", "f1", "support"])
+    if "significance" in report:
+        g = report["significance"]
+        text += (f"\n## MFVAN - best baseline ({g['b']}), {g['subjects']} subjects\n\n"
+                 f"UF1 difference {g['delta_uf1']:+.4f}, 95 % paired-bootstrap interval over subjects "
+                 f"[{g['ci95'][0]:+.4f}, {g['ci95'][1]:+.4f}] ({g['bootstrap']} resamples); Wilcoxon signed-rank "
+                 f"p = {g['wilcoxon_p']:.3g} over per-fold macro-F1 (MFVAN better in {g['folds_a_better']}, "
+                 f"worse in {g['folds_b_better']}, tied in {g['folds_tied']} folds)\n")
     if report["models"]:
         (out / "results.md").write_text(text)
     if ablation:
-        ab_subjects = fold_subjects(data, ablation_folds or max_folds)
+        ab_subjects = fold_subjects(data, ablation_folds or max_folds)[shard[0] :: shard[1]]
         rows_cfg = []
         for row, changes in ABLATION_ROWS:
             rcfg = with_model(cfg, **changes)
@@ -226,6 +258,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if bad:
         print(f"mfvan-eval loso: unknown model(s) {bad}; choose from {', '.join(MODELS)}", file=sys.stderr)
         return 2
+    try:
+        shard = (0, 1)
+        if args.shard:
+            i, n = (int(x) for x in args.shard.split("/"))
+            if not 0 <= i < n:
+                raise ValueError
+            shard = (i, n)
+    except ValueError:
+        print(f"mfvan-eval loso: --shard {args.shard!r}: expected I/N with 0 <= I < N", file=sys.stderr)
+        return 2
     torch.set_num_threads(max(1, args.threads))
     out = Path(args.out)
     try:
@@ -241,9 +283,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.pairs:
         save_pairs(out / "pairs.npz", data)
     log(f"{len(data)} samples, {len(data.subject_list())} subjects, {len(skipped)} skipped; device {device}")
+    if args.cross:
+        try:
+            other = load_pairs_npz(args.cross)
+            res = cross_generator(cfg, data, other, device, {m: BASELINE_FIT[m] for m in models if m in BASELINE_FIT})
+        except (OSError, ValueError) as exc:
+            print(f"mfvan-eval loso: --cross: {exc}", file=sys.stderr)
+            return 2
+        res["config"] = cfg.model_dump(mode="json")
+        rep.write_json(out / "cross_generator.json", res)
+        rows = [{"model": k, "same_uf1": v["same_generator"]["uf1"], "other_uf1": v["other_generator"]["uf1"],
+                 "drop_uf1": v["drop_uf1"], "train_seconds": v["train_seconds"]} for k, v in res["models"].items()]
+        text = (f"# Cross-generator check: trained on {len(res['train_subjects'])} subjects of {args.pairs}, tested on "
+                f"{', '.join(res['test_subjects'])} from it and from {args.cross}\n\n"
+                + rep.markdown_table(rows, ["model", "same_uf1", "other_uf1", "drop_uf1", "train_seconds"]))
+        (out / "cross_generator.md").write_text(text)
+        print(text)
+        return 0
     max_folds = cfg.eval.max_folds if args.max_folds is None else args.max_folds
     t0 = time.perf_counter()
-    report = run_loso(cfg, data, out, models, max_folds, args.ablation or args.ablation_only, args.ablation_folds, not args.no_progress, skipped)
+    report = run_loso(cfg, data, out, models, max_folds, args.ablation or args.ablation_only, args.ablation_folds, not args.no_progress,
+                      skipped, shard)
     log(f"done in {time.perf_counter() - t0:.0f}s -> {out}/report.json")
     print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "uf1", "uar")} for k, v in report["models"].items()}, indent=1))
     if "ablation" in report:

@@ -9,7 +9,8 @@ explainable from the spotter's own records, not guessed from the video: the per-
 * ``broken:<reason>``: a continuity break (re-anchor, lost track, gap) inside the event, or an
   episode over it dropped as invalid for that reason;
 * ``misplaced``: a micro detection overlaps it with IoU below the hit threshold;
-* ``merged``: an accepted episode over it also covers another ground-truth event;
+* ``merged``: an accepted episode over it also covers another ground-truth event, or it lies
+  inside a longer episode whose interval was placed elsewhere;
 * ``macro:<why>``: the episode over it was classified macro (long, strong, held);
 * ``weak``, ``too_short``, ``blink``, ``drift``, ``unfinished``: the episode over it was rejected so;
 * ``warm-up``: the track had no floor yet (fewer than k frames or the floor still learning);
@@ -84,13 +85,15 @@ def _explain_track(event: Interval, others: list[Interval], sp: TrackSpotter, tr
             "states": dict(states)}
     breaks = [(i, why) for i, why in sp.breaks if on - sp.k <= i <= off]
     info["track_state"] = "re-anchored/lost: " + ",".join(w for _, w in breaks) if breaks else "tracked"
-    eps = [d for d in sp.decisions if _overlaps((d.onset, d.offset), event) or
-           (d.outcome.startswith("invalid") and _overlaps((d.start, d.end), event))]
+    # episodes whose interval overlaps the event, or whose whole span (trigger to judgement)
+    # contains it: an event inside a longer episode placed elsewhere was swallowed by it
+    eps = [d for d in sp.decisions if _overlaps((d.onset, d.offset), event) or _overlaps((d.start, d.end), event)]
     info["episodes"] = [{**d.to_json(), "iou": round(_iou((d.onset, d.offset), event), 3)} for d in eps]
     cause = None
     for d in sorted(eps, key=lambda d: -_iou((d.onset, d.offset), event)):
         iv = (d.onset, d.offset)
-        if d.outcome in ("micro", "macro") and any(_overlaps(iv, o) for o in others):
+        if d.outcome in ("micro", "macro") and (any(_overlaps(iv, o) for o in others)
+                                                or not _overlaps(iv, event)):
             cause = "merged"
         elif d.outcome == "micro":
             cause = "misplaced" if _iou(iv, event) < iou_threshold else "matched elsewhere"
@@ -115,8 +118,9 @@ def _explain_track(event: Interval, others: list[Interval], sp: TrackSpotter, tr
             cause = "warm-up"
         else:
             cause = "never triggered"
-            if a_vals and first[3] > 0:
-                info["peak_over_threshold"] = round(max(a_vals) / first[3], 3)
+            ratios = [f[2] / f[3] for f in inside if f[1] != EPISODE and not math.isnan(f[2]) and f[3] > 0]
+            if ratios:  # at each frame's own threshold, within the event
+                info["peak_over_threshold"] = round(max(ratios), 3)
     info["cause"] = cause
     return info
 

@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ablation-only", action="store_true", help="run only the ablation rows (no model comparison)")
     p.add_argument("--cross", metavar="PAIRS", help="instead of LOSO: train on --pairs without PAIRS' subjects, test on "
                    "them from both sets (the cross-generator check; writes cross_generator.json/.md)")
+    p.add_argument("--saved-only", action="store_true", help="report only folds already saved under --out (train nothing)")
     p.add_argument("--shard", default="", metavar="I/N", help="run only folds I, I+N, ... (0-based), to share folds among N processes")
     add_run_args(p)
     add_config_args(p)
@@ -153,6 +154,7 @@ def run_loso(
     progress: bool = True,
     skipped: Sequence[str] = (),
     shard: tuple[int, int] = (0, 1),
+    saved_only: bool = False,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
@@ -184,7 +186,10 @@ def run_loso(
         if name in ("mfvan", "mfvan_apex"):
             mcfg = cfg if name == "mfvan" else with_model(cfg, input_form="apex")
             results = run_folds(name, subjects, lambda s, c_=mcfg: run_mfvan_fold(c_, data, s, device, False), fold_root / name,
-                                progress, log, fingerprint(mcfg, "mfvan"))
+                                progress, log, fingerprint(mcfg, "mfvan"), saved_only)
+            if not results:
+                report.setdefault("not_run", []).append(name)
+                continue
             model = create_model(mcfg.model)
             report["models"][name] = {**_model_report(name, results, data, out, f"MFVAN ({mcfg.model.input_form})"),
                                       "input_form": mcfg.model.input_form, "profile": profile(model)}
@@ -192,7 +197,10 @@ def run_loso(
                 _overlays(results, data, out, cfg.eval.overlays)
         else:
             results = run_folds(name, subjects, lambda s, n=name: run_baseline_fold(BASELINE_FIT[n], data, s, cfg.seed), fold_root / name,
-                                progress, log, fingerprint(None, name, cfg.seed))
+                                progress, log, fingerprint(None, name, cfg.seed), saved_only)
+            if not results:
+                report.setdefault("not_run", []).append(name)
+                continue
             report["models"][name] = _model_report(name, results, data, out, name)
         all_results[name] = results
         rep.write_json(out / "report.json", report)
@@ -202,8 +210,9 @@ def run_loso(
         report["significance"] = {"a": "mfvan", "b": best, "b_is": "the best baseline by pooled UF1",
                                   **paired_difference(all_results["mfvan"], all_results[best], c, seed=cfg.seed)}
         rep.write_json(out / "report.json", report)
-    cols = ["model", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean", "total_seconds"]
-    rows: list[dict[str, Any]] = [{"model": k, **{c_: v.get(c_) for c_ in cols[1:]}} for k, v in report["models"].items()]
+    cols = ["model", "folds_run", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean", "total_seconds"]
+    rows: list[dict[str, Any]] = [{"model": k, **{c_: v.get(c_) for c_ in cols[2:]}, "folds_run": len(v["folds"])}
+                                  for k, v in report["models"].items()]
     text = f"# LOSO on {cfg.data.dataset}: {len(subjects)} folds of {len(data.subject_list())} subjects, {len(data)} samples\n\n"
     text += rep.markdown_table(rows, cols)
     for k, v in report["models"].items():
@@ -303,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_folds = cfg.eval.max_folds if args.max_folds is None else args.max_folds
     t0 = time.perf_counter()
     report = run_loso(cfg, data, out, models, max_folds, args.ablation or args.ablation_only, args.ablation_folds, not args.no_progress,
-                      skipped, shard)
+                      skipped, shard, args.saved_only)
     log(f"done in {time.perf_counter() - t0:.0f}s -> {out}/report.json")
     print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "uf1", "uar")} for k, v in report["models"].items()}, indent=1))
     if "ablation" in report:

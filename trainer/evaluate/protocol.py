@@ -119,6 +119,7 @@ def run_folds(
     progress: bool,
     log: Callable[[str], None] = print,
     fingerprint: str = "",
+    saved_only: bool = False,
 ) -> list[FoldResult]:
     """Run (or reload) every fold of one model; log each fold's time and accuracy.
 
@@ -133,6 +134,8 @@ def run_folds(
             if saved and saved != fingerprint:
                 log(f"{name} fold {subject}: saved with another config, recomputing")
                 path.unlink()
+        if saved_only and (path is None or not path.exists()):
+            continue  # report what ran: a fold nobody computed is left out, never trained here
         if path is not None and path.exists():
             with np.load(path, allow_pickle=False) as z:
                 r = FoldResult(

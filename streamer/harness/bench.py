@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from engine.config.cli import add_config_args, config_from_args
-from streamer.capture import CaptureError
+from streamer.capture import CaptureError, Source
 from streamer.config import StreamdConfig
 
 
@@ -52,8 +52,11 @@ def _load_frames(video: str | None, n: int, fps: float | None) -> tuple[list[np.
     return frames, src.fps, video
 
 
-class _MemorySource:
-    """Frames from memory, so a paced replay measures the pipeline and not the decoder."""
+class _MemorySource(Source):
+    """Frames from memory, so a paced replay measures the pipeline and not the decoder.
+
+    A `Source` like every other (the interface's defaults: not live, no counters), so a
+    field added to the interface cannot be missing here."""
 
     def __init__(self, frames: list[np.ndarray], fps: float, repeat: int):
         self._frames, self.fps, self.repeat, self.name = frames, fps, repeat, "memory"
@@ -62,9 +65,6 @@ class _MemorySource:
         for _ in range(self.repeat):
             for f in self._frames:
                 yield f, None
-
-    def close(self) -> None:
-        pass
 
 
 def main_streamer(argv: list[str]) -> int:

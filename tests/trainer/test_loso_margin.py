@@ -65,6 +65,10 @@ def test_shards_then_full_report_with_significance(tmp_path) -> None:
     assert sig["a"] == "mfvan" and sig["b"] == "mfvan_apex" and sig["subjects"] == 4
     assert sig["ci95"][0] <= sig["delta_uf1"] <= sig["ci95"][1]
     assert "paired-bootstrap interval" in (tmp_path / "results.md").read_text()
+    # --saved-only reports what ran and trains nothing: lbptop has no saved fold
+    partial = run_loso(cfg, d, tmp_path, [*models, "lbptop"], progress=False, saved_only=True)
+    assert partial["not_run"] == ["lbptop"] and partial["models"]["mfvan"]["n"] == len(d)
+    assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items()) and not (tmp_path / "folds" / "lbptop").exists()
 
 
 def test_bad_shard_is_one_line(tmp_path, capsys) -> None:

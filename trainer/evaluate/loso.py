@@ -214,6 +214,8 @@ def run_loso(
     rows: list[dict[str, Any]] = [{"model": k, **{c_: v.get(c_) for c_ in cols[2:]}, "folds_run": len(v["folds"])}
                                   for k, v in report["models"].items()]
     text = f"# LOSO on {cfg.data.dataset}: {len(subjects)} folds of {len(data.subject_list())} subjects, {len(data)} samples\n\n"
+    if saved_only:
+        text += "Saved folds only (`--saved-only`): each model's folds_run says how many of them it has.\n\n"
     text += rep.markdown_table(rows, cols)
     for k, v in report["models"].items():
         text += f"\n## {k}: per class\n\n" + rep.markdown_table(v["per_class"], ["class", "precision", "recall", "f1", "support"])

@@ -111,11 +111,14 @@ def pair(seq: int, crop: np.ndarray, camera: str = "cam1") -> Pair:
 
 
 def torch_probs(artefact: Path, onset: np.ndarray, apex: np.ndarray):
-    from engine.tensors import crops_to_nchw
+    """The reference: the engine's pre-processing for this artefact (the flow for a motion-form
+    model) and the torch backend."""
+    from engine.tensors import pair_inputs
     from trainer.torch_backend import TorchBackend
 
-    tb = TorchBackend(load_artefact(artefact), "fp32", threads=1, device="cpu")
-    return tb.infer(crops_to_nchw(onset), crops_to_nchw(apex))
+    art = load_artefact(artefact)
+    tb = TorchBackend(art, "fp32", threads=1, device="cpu")
+    return tb.infer(*pair_inputs(onset, apex, art.manifest))
 
 
 def test_results_equal_torch(tmp_path: Path, artefact: Path) -> None:

@@ -18,3 +18,13 @@ def registry_media() -> Callable[[str], Path]:
     from trainer.media import media_path
 
     return media_path
+
+
+@pytest.fixture(scope="session")
+def artefact(tmp_path_factory) -> Path:
+    """The session's real random-weight artefact (MFVAN -> ONNX, built once): what the engine,
+    daemon and system tests serve. A module that needs another artefact defines its own."""
+    pytest.importorskip("torch")
+    from tests.helpers.reliability import session_artefact
+
+    return session_artefact(tmp_path_factory)

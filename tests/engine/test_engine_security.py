@@ -29,14 +29,6 @@ from tests.helpers.engine import face_pairs
 pytest.importorskip("onnxruntime")
 
 
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from tests.helpers.reliability import session_artefact
-
-    return session_artefact(tmp_path_factory)
-
-
 class EngineThread:
     """`engine.server.run` in a thread on TCP (loopback) or ipc endpoints."""
 

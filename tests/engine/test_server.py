@@ -35,13 +35,6 @@ from tests.helpers.engine import face_pairs
 pytest.importorskip("torch")
 
 
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    from tests.helpers.reliability import session_artefact
-
-    return session_artefact(tmp_path_factory)
-
-
 class Engine:
     """run() in a thread with ipc endpoints, plus a SUB and a PUSH client."""
 

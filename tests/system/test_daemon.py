@@ -28,14 +28,6 @@ MACRO = ClipEvent(580, 640, 840, "mouth", 6.0, "macro")
 
 
 @pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from tests.helpers.reliability import session_artefact
-
-    return session_artefact(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("clip") / "clip200"
     write_folder(render_test_clip(900, [*MICRO, MACRO], 200.0, seed=3, noise=1.5), d, ".bmp")  # fast to decode

@@ -80,13 +80,6 @@ def hosts():
 
 
 @pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    from tests.helpers.reliability import session_artefact
-
-    return session_artefact(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
     """A frame folder looping 4 s of a real face with a 300 ms micro-expression every second."""
     from streamer.harness.clip import ClipEvent, render_test_clip

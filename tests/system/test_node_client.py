@@ -43,14 +43,6 @@ def test_node_client_decodes_every_golden_vector() -> None:
     assert "15 passed, 0 failed" in r.stdout
 
 
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from tests.helpers.reliability import session_artefact
-
-    return session_artefact(tmp_path_factory)
-
-
 def _key(ev: dict) -> tuple:
     return (ev["type"], ev.get("camera") or ev.get("component"), ev.get("seq", ev.get("ts_ns")))
 

@@ -28,16 +28,11 @@ from engine.wire.client import Subscriber
 from streamer.harness.procs import alive, free_port, metric_sum, peak_rss_kb, rss_kb
 from streamer.harness.soak import Daemon, write_looped_folder
 from tests.helpers.engine import face_pairs
-from tests.helpers.reliability import Engined, good_pair, session_artefact, wait_until
+from tests.helpers.reliability import Engined, good_pair, wait_until
 
 pytest.importorskip("torch")
 
 FPS = 200.0
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    return session_artefact(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -32,17 +32,11 @@ from tests.helpers.reliability import (
     good_pair,
     junk_http,
     junk_tcp,
-    session_artefact,
     tcp_port,
     wait_until,
 )
 
 pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    return session_artefact(tmp_path_factory)
 
 
 def _xpub_junk(endpoint: str, rng: np.random.Generator, n: int, random_topics: bool = False) -> None:

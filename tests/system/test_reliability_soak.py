@@ -15,14 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.reliability import session_artefact
-
 pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    return session_artefact(tmp_path_factory)
 
 
 def bench(*args: str, timeout: float) -> subprocess.CompletedProcess:

@@ -18,16 +18,11 @@ import pytest
 from engine.wire.client import Subscriber
 from streamer.harness.procs import alive, free_port
 from streamer.harness.soak import Daemon, write_looped_folder
-from tests.helpers.reliability import session_artefact, wait_until
+from tests.helpers.reliability import wait_until
 
 pytest.importorskip("torch")
 
 FPS = 200.0
-
-
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    return session_artefact(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

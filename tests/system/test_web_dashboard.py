@@ -34,14 +34,6 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)")
 
 
-@pytest.fixture(scope="module")
-def artefact(tmp_path_factory) -> Path:
-    pytest.importorskip("torch")
-    from tests.helpers.reliability import session_artefact
-
-    return session_artefact(tmp_path_factory)
-
-
 def _web(tmp: Path, pub: str, port: int, *extra: str) -> subprocess.Popen:
     cfg = tmp / "web.yaml"
     cfg.write_text("stale_s: 1.5\nsecurity:\n  publish_crops: true\n")

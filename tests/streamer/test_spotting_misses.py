@@ -62,6 +62,27 @@ def test_a_neighbour_right_after_an_episode_is_found() -> None:
     assert all(found(events, t) for t in NEIGHBOURS), [(e.kind, e.onset, e.offset) for e in events]
 
 
+def test_an_event_right_after_a_track_re_anchor_is_found() -> None:
+    """Re-anchor: the camera is bumped (the whole frame jumps 60 px), the tracker loses the
+    face and re-anchors it on the next detection, which breaks continuity. An event starting 30 ms
+    after the bump and lasting 130 ms lies wholly inside the k frames the old spotter waited after
+    a break (it then compared two neutral frames and saw nothing); the new one compares with the
+    re-anchored track's first frame and finds it. The break itself is counted and recorded."""
+    jump = 150
+    event = ClipEvent(jump + 6, jump + 18, jump + 32, "mouth", 2.5)
+    frames = render_test_clip(jump + 120, [ClipEvent(40, 55, 75, "brow", 2.5), event], FPS, seed=3, noise=1.5,
+                              drift_px=1.0, rotation_deg=0.3)
+    bump = np.float32([[1, 0, 60], [0, 1, 20]])
+    frames = frames[:jump] + [cv2.warpAffine(f, bump, (640, 480), borderMode=cv2.BORDER_REPLICATE)
+                              for f in frames[jump:]]
+    old, _ = spot(frames, **OLD)
+    assert not found(old, event)
+    events, pipe = spot(frames)
+    (sp,) = pipe.spotters.values()
+    assert pipe.counters()["reanchors"] >= 1 and ("reanchor" in {why for _, why in sp.breaks}), sp.breaks
+    assert found(events, event), [(e.kind, e.onset, e.offset) for e in events]
+
+
 def test_residual_head_rotation_is_not_expression_motion() -> None:
     """Never triggered / weak on a moving head: a residual rotation of the aligned crop moves
     the left and right ROIs in opposite directions; a median translation leaves it in, the

@@ -83,6 +83,21 @@ def test_an_event_right_after_a_track_re_anchor_is_found() -> None:
     assert found(events, event), [(e.kind, e.onset, e.offset) for e in events]
 
 
+def test_a_micro_event_right_after_a_macro_expression_is_micro() -> None:
+    """Micro/macro decision next to a macro-expression: a 170 ms brow event starting 60 ms after
+    a 700 ms, 8 px smile has returned was lost to the old k-frame refractory period (switching only
+    `after_episode` back to `refractory` loses it); now the smile is macro and the event micro."""
+    smile = ClipEvent(60, 110, 200, "mouth", 8.0)
+    event = ClipEvent(212, 226, 246, "brow", 2.5)
+    frames = render_test_clip(event.offset + 90, [smile, event], FPS, seed=4, noise=1.5, drift_px=1.0,
+                              rotation_deg=0.3)
+    old, _ = spot(frames, **OLD)
+    assert not found(old, event)
+    events, _ = spot(frames)
+    assert found(events, event), [(e.kind, e.onset, e.offset) for e in events]
+    assert [e.kind for e in events if e.onset < smile.offset] == ["macro"]
+
+
 def test_residual_head_rotation_is_not_expression_motion() -> None:
     """Never triggered / weak on a moving head: a residual rotation of the aligned crop moves
     the left and right ROIs in opposite directions; a median translation leaves it in, the

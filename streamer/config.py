@@ -89,6 +89,9 @@ class CaptureConfig(Section):
     ring_frames: int = Field(512, ge=8, le=100_000, description="frames buffered between grab and processing")
     gap_factor: float = Field(1.5, gt=1.0, description="a timestamp jump > gap_factor/fps is a sensor gap")
     stall_s: float = Field(2.0, gt=0, description="no frame for this long: the source is reported stalled (degraded)")
+    pipeline_nice: int = Field(5, ge=0, le=19, description="niceness added to each camera's processing thread (its "
+                               "grab thread and the engine keep the daemon's): on a busy host the engine answers "
+                               "and frames are timestamped first; the ring absorbs the wait; 0 = equal shares")
 
 
 class FacesConfig(Section):
@@ -110,6 +113,10 @@ class FacesConfig(Section):
                                 "tracked (every detect_every frames when none is): the longest a new face waits")
     reanchor_width: int = Field(160, ge=0, description="detector input width for the crop around a tracked face at each "
                                 "check (retinaface); 0 = every check is a full-frame scan")
+    defer_when_behind: int = Field(16, ge=0, description="while this many frames wait in the capture ring (live or "
+                                   "realtime sources), due detector runs on well-tracked faces are put off (counted as "
+                                   "`deferred`, at most 4 intervals) so the pipeline catches up before frames are lost; "
+                                   "0 = never")
     score_threshold: float = Field(0.8, ge=0, le=1)
     max_faces: int = Field(8, ge=1, le=64)
     min_face_px: int = Field(48, ge=8)

@@ -90,7 +90,8 @@ class Pipeline:
             self.stats.tracks += 1
         return sp
 
-    def process(self, frame: Frame) -> list[SpottedEvent]:
+    def process(self, frame: Frame, behind: bool = False) -> list[SpottedEvent]:
+        """`behind`: a live source's frames are queueing up; the tracker may defer detector runs."""
         self.stats.frames += 1
         broken = frame.gap_before or (self._last_index is not None and frame.index != self._last_index + 1)
         self._last_index = frame.index
@@ -102,7 +103,7 @@ class Pipeline:
         img, grey = as_bgr(frame.image)  # colour frames: the tracker converts only the face regions it tracks in
         events: list[SpottedEvent] = []
         live = set()
-        for t in self.tracker.update(img, grey):
+        for t in self.tracker.update(img, grey, defer=behind):
             live.add(t.id)
             sp = self._spotter(t.id)
             if t.discontinuity:
@@ -130,7 +131,7 @@ class Pipeline:
         out = {"frames": self.stats.frames, "breaks": self.stats.breaks, "tracks": self.stats.tracks,
                "detections": self.tracker.stats.detections,
                "scans": self.tracker.stats.scans, "reanchors": self.tracker.stats.reanchors,
-               "lost": self.tracker.stats.lost, "flows": self.meter.flows}
+               "lost": self.tracker.stats.lost, "deferred": self.tracker.stats.deferred, "flows": self.meter.flows}
         for name in ("micro", "macro", "too_short", "invalid", "blinks", "weak", "drift"):
             out[name] = sum(getattr(sp.stats, name) for sp in self.spotters.values())
         return out

@@ -69,6 +69,7 @@ class TrackerStats:
     lost: int = 0
     new_tracks: int = 0
     scans: int = 0  # full-frame detections (of `detections`)
+    deferred: int = 0  # due detector runs put off while the pipeline was behind (`update(defer=True)`)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -114,8 +115,19 @@ class FaceTracker:
         for t in self.tracks:
             t.small = None
 
-    def update(self, frame_bgr: np.ndarray, grey: np.ndarray | None = None) -> list[Track]:
-        """Track into this frame; `grey` only saves conversions if the caller has it anyway."""
+    # how far a due detector run may be put off while the caller is behind: drift stays bounded
+    # (tracking alone drifts a fraction of a pixel per 100 ms) and a new face still waits < 4 scans
+    MAX_DEFER = 4
+
+    def update(self, frame_bgr: np.ndarray, grey: np.ndarray | None = None, defer: bool = False) -> list[Track]:
+        """Track into this frame; `grey` only saves conversions if the caller has it anyway.
+
+        `defer`: the caller is falling behind a live source (frames waiting in its ring). A due
+        drift check or scan of faces that track well is then put off (counted), up to MAX_DEFER
+        intervals. Why: detection is a fifth of the cost with two faces and the one part whose
+        timing does not matter within a few hundred ms; shedding it lets the pipeline catch up
+        instead of losing frames at the ring. Lost tracks and empty frames are never deferred.
+        """
         frame = grey if grey is not None else frame_bgr
         for t in self.tracks:
             t.discontinuity = False
@@ -130,7 +142,13 @@ class FaceTracker:
         self._since_scan += 1
         due = self._since_detect >= self.detect_every
         roi_only = self.roi_detector is not None and bool(self.tracks)
-        if self._force_detect or self._prev is None or self._since_scan >= self.scan_every or (due and not roi_only):
+        scan_due = self._since_scan >= self.scan_every
+        if (defer and (due or scan_due) and self.tracks and not self._force_detect and self._prev is not None
+                and self._since_detect < self.MAX_DEFER * self.detect_every
+                and self._since_scan < self.MAX_DEFER * self.scan_every):
+            self.stats.deferred += 1
+            due = scan_due = False
+        if self._force_detect or self._prev is None or scan_due or (due and not roi_only):
             self._detect(frame_bgr, frame)
         elif due:
             self._detect_rois(frame_bgr, frame)

@@ -68,7 +68,7 @@ def loop_folder(unique: list[Path], folder: Path, total: int, offset: int) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     k = len(unique)
     for i in range(total):
-        os.symlink(os.path.relpath(unique[(i + offset) % k], folder), folder / f"img{i + 1}.jpg")
+        os.symlink(os.path.relpath(unique[(i + offset) % k], folder), folder / f"img{i + 1}{unique[0].suffix}")
     return folder
 
 
@@ -129,7 +129,7 @@ def _lat(e2e: list[float], pub: list[float]) -> dict:
 
 
 COUNTED = ("frames", "overruns", "gaps", "micro", "macro", "pairs_sent", "pairs_refused", "pairs_nocrop", "tracks",
-           "lost", "invalid", "weak", "too_short", "blinks")
+           "lost", "invalid", "weak", "too_short", "blinks", "detections", "deferred")
 
 
 def _camera_counters(m: dict[str, float], cam: str) -> dict[str, int]:
@@ -145,7 +145,7 @@ def _stopping(reader: Reader):
 
 
 def run_suite(cameras: int, faces: int, seconds: float, fps: float, clip_seconds: float, artefact: str,
-              progress: bool = True) -> dict:
+              progress: bool = True, frame_format: str = "bmp", pipeline_nice: int | None = None) -> dict:
     from tqdm import tqdm
 
     load_start = os.getloadavg()
@@ -155,9 +155,12 @@ def run_suite(cameras: int, faces: int, seconds: float, fps: float, clip_seconds
         frames, truth = render(min(clip_seconds, seconds), fps, faces)
         k = len(frames)
         total = max(1, round(seconds * fps))
-        write_looped_folder(work / "clip", frames, 0)  # the unique JPEGs only; each camera loops them
+        # the unique frames only, shared by every camera's looped folder
+        write_looped_folder(work / "clip", frames, 0, fmt=frame_format)
         del frames
-        unique = sorted((work / "clip" / "unique").glob("*.jpg"))
+        if hasattr(os, "sync"):
+            os.sync()  # the frames on disk before the clock starts: writeback must not compete with the run
+        unique = sorted((work / "clip" / "unique").glob(f"*.{frame_format}"))
         names = [f"cam{i}" for i in range(cameras)]
         offsets = [round(i * fps / cameras) % k for i in range(cameras)]  # spread over one event period
         cams = [{"name": n, "video": str(loop_folder(unique, work / "clips" / n, total, off)), "fps": fps,
@@ -165,7 +168,8 @@ def run_suite(cameras: int, faces: int, seconds: float, fps: float, clip_seconds
         render_s = time.monotonic() - t_render
         # linger: the supervisor keeps /metrics up after the replays end while the results drain
         d = Daemon(work / "d", [], realtime=False, artefact=artefact,
-                   overrides={"cameras": cams, "supervisor": {"linger_s": 5.0}})
+                   overrides={"cameras": cams, "supervisor": {"linger_s": 5.0},
+                              **({"capture": {"pipeline_nice": pipeline_nice}} if pipeline_nice is not None else {})})
         reader = SuiteReader(d.pub_endpoint, d.cfg.security)  # subscribed before the engine binds: none missed
         reader.start()
         final: dict[str, float] = {}
@@ -218,15 +222,18 @@ def run_suite(cameras: int, faces: int, seconds: float, fps: float, clip_seconds
                        "results": got["results"], "pairs_lost": c["pairs_sent"] - got["results"],
                        "e2e_ms": got["e2e_ms"], "spotted_to_published_ms": got["spotted_to_published_ms"],
                        "dropped_by_pipeline": {x: c[x] for x in ("invalid", "weak", "too_short", "blinks")},
-                       "tracks": c["tracks"], "tracks_lost": c["lost"]}
+                       "tracks": c["tracks"], "tracks_lost": c["lost"],
+                       "detections": c["detections"], "detections_deferred": c["deferred"]}
         tot_keys = ("frames_in_clip", "frames_read", "frames_lost", "sensor_gaps", "micro_in_clip", "micro", "macro",
-                    "pairs_sent", "pairs_refused", "pairs_nocrop", "results", "pairs_lost")
+                    "pairs_sent", "pairs_refused", "pairs_nocrop", "results", "pairs_lost", "detections",
+                    "detections_deferred")
         total_row = {key: sum(r[key] for r in rows.values()) for key in tot_keys}
         total_row.update(_lat(reader.latency_ms, reader.sub.published_ms))
         drops = Counter({k.split('reason="', 1)[1].rstrip('"}'): int(v) for k, v in engine.items()
                          if k.startswith("mfvan_engine_dropped_total{")})
         return {
             "cameras": cameras, "faces": faces, "fps": fps, "seconds": seconds, "clip_seconds": k / fps,
+            "frame_format": frame_format,
             "host_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
             "load_average_start": [round(x, 2) for x in load_start],
             "load_average_end": [round(x, 2) for x in load_end],
@@ -244,6 +251,7 @@ def run_suite(cameras: int, faces: int, seconds: float, fps: float, clip_seconds
 def _print(out: dict) -> None:
     t = out["total"]
     print(f"{out['cameras']} camera(s) x {out['fps']:g} fps, {out['faces']} face(s) each, {out['seconds']:g} s realtime "
+          f"({out['frame_format']} frames) "
           f"on {out['host_cpus']} CPU(s) (load {out['load_average_start'][0]} -> {out['load_average_end'][0]})")
     print(f"{'camera':8} {'frames':>13} {'lost':>5} {'micro':>9} {'sent':>5} {'refused':>7} {'lost':>5} "
           f"{'results':>7} {'e2e p50':>8} {'e2e p99':>8}")
@@ -253,7 +261,8 @@ def _print(out: dict) -> None:
               f"{r['pairs_lost']:>5} {r['results']:>7} {r['e2e_ms']['p50']!s:>8} {r['e2e_ms']['p99']!s:>8}")
     print(f"spotted -> published (engine side) p50 {t['spotted_to_published_ms']['p50']} ms, p99 "
           f"{t['spotted_to_published_ms']['p99']} ms; engine drops {out['engine_dropped'] or 0}; restarts "
-          f"{out['restarts']}; daemon exit {out['daemon_exit']}")
+          f"{out['restarts']}; daemon exit {out['daemon_exit']}; detector runs {t['detections']} "
+          f"({t['detections_deferred']} deferred while behind)")
     ok = t["frames_lost"] == 0 and t["e2e_ms"]["p99"] is not None and t["e2e_ms"]["p99"] <= 20.0
     print(f"target 0 frames lost, e2e p99 <= 20 ms: {'met' if ok else 'NOT met'}")
 
@@ -268,6 +277,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=200.0, help="camera rate (default 200)")
     p.add_argument("--clip-seconds", type=float, default=4.0, help="unique frames rendered, looped to --seconds")
     p.add_argument("--artefact", default="", help="engine artefact folder (default: the bundled demo artefact)")
+    p.add_argument("--frames", choices=("bmp", "jpg"), default="bmp",
+                   help="replay frame files: bmp (uncompressed: read at the cost of a copy, as a camera delivers "
+                   "raw frames; default) or jpg (adds a 1.3 ms decode per frame, which a camera does not cost)")
+    p.add_argument("--pipeline-nice", type=int, choices=range(20), metavar="0..19",
+                   help="the daemon's capture.pipeline_nice (default: the config's)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     if not 1 <= args.cameras <= 16:
@@ -289,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         out = run_suite(args.cameras, args.faces, args.seconds, args.fps, args.clip_seconds, args.artefact,
-                        progress=sys.stderr.isatty())
+                        progress=sys.stderr.isatty(), frame_format=args.frames, pipeline_nice=args.pipeline_nice)
     except (RuntimeError, TimeoutError) as exc:  # the daemon did not come up: its log tail says why
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1

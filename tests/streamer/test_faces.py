@@ -206,3 +206,31 @@ def test_a_detector_registered_at_run_time_runs_in_the_real_pipeline() -> None:
     micro = [e for e in events if e.kind == "micro"]
     assert max((iou((e.onset, e.offset), (truth.onset, truth.offset)) for e in micro), default=0.0) >= 0.5, \
         [(e.kind, e.onset, e.offset) for e in events]
+
+
+def test_detector_runs_are_deferred_while_behind_bounded_and_never_for_a_lost_face() -> None:
+    """`update(defer=True)` (the pipeline is behind a live source): due ROI checks and scans of
+    well-tracked faces are put off and counted, at most MAX_DEFER intervals; tracking goes on
+    meanwhile; a face that is lost is re-detected at once, behind or not."""
+    import functools
+
+    det = RetinaFaceDetector(320, 0.7, threads=1)
+    tracker = FaceTracker(det.detect, detect_every=5, min_face_px=40, roi_detector=functools.partial(det.detect, width=160),
+                          scan_every=10)
+    frame = two_faces(0, 0)
+    tracker.update(frame)  # the first scan starts both tracks
+    assert tracker.stats.detections == 1 and len(tracker.tracks) == 2
+    for i in range(1, 40):
+        tracks = tracker.update(two_faces(0.2 * i, 0.0), defer=True)
+        assert len(tracks) == 2
+    # 39 frames behind: without deferral ~8 detector runs; with it one per MAX_DEFER scan intervals
+    assert tracker.stats.deferred > 0
+    assert 1 + 39 // (FaceTracker.MAX_DEFER * 10) <= tracker.stats.detections <= 2 + 39 // (FaceTracker.MAX_DEFER * 5)
+    ran = tracker.stats.detections
+    tracker.update(two_faces(8.0, 0.0))  # caught up: the overdue check runs on the next frame
+    assert tracker.stats.detections == ran + 1
+    blank = np.full((480, 640, 3), 90, np.uint8)
+    before = tracker.stats.detections
+    for _ in range(3):
+        tracker.update(blank, defer=True)  # the faces are gone: tracking fails, re-detection is not put off
+    assert tracker.stats.detections > before and tracker.tracks == []

@@ -145,3 +145,27 @@ def test_bench_commands_name_a_missing_video_without_a_traceback(tmp_path: Path)
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "nope.mp4: no such file or folder" in r.stderr
         assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-thread niceness is Linux's")
+def test_pipeline_nice_lowers_only_the_calling_thread() -> None:
+    """`capture.pipeline_nice`: the camera's processing thread yields to the engine and to its
+    own grab thread on a busy host; the other threads of the process keep their priority."""
+    import threading
+
+    from streamer.worker import lower_priority
+
+    main_before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen = {}
+
+    def work() -> None:
+        tid = threading.get_native_id()
+        before = os.getpriority(os.PRIO_PROCESS, tid)
+        lower_priority(3)
+        seen["delta"] = os.getpriority(os.PRIO_PROCESS, tid) - before
+
+    t = threading.Thread(target=work)
+    t.start()
+    t.join()
+    assert seen["delta"] == min(3, 19 - main_before)
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before

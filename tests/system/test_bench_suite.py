@@ -29,6 +29,7 @@ def test_suite_two_cameras_accounting():
     out = json.loads(r.stdout)
     assert out["daemon_exit"] == 0 and out["restarts"] == 0
     assert out["cameras"] == 2 and out["fps"] == 200.0 and out["host_cpus"] >= 1
+    assert out["frame_format"] == "bmp"  # uncompressed, as a camera delivers: no decode cost a camera lacks
     assert len(out["load_average_start"]) == 3 and len(out["load_average_end"]) == 3
     assert set(out["per_camera"]) == {"cam0", "cam1"}
     for name, c in [*out["per_camera"].items(), ("total", out["total"])]:

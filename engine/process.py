@@ -174,6 +174,51 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def _libc() -> Any:
+    """glibc's handle, or None (musl, macOS, Windows: their allocators need none of this)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None)
+        return libc if hasattr(libc, "malloc_trim") and hasattr(libc, "mallopt") else None
+    except OSError:
+        return None
+
+
+def mmap_large_buffers(threshold: int = 1 << 20) -> bool:
+    """glibc: serve buffers ≥ `threshold` from mmap, always; False where unavailable.
+
+    Why: the engine's pairs arrive as multi-kB..16 MiB frames allocated by ZeroMQ's I/O thread.
+    glibc's default raises its mmap threshold after the first large free, so later large frames
+    come from heap arenas that are not returned to the OS: RSS ratchets up under a flood of big
+    (even rejected) messages although nothing leaks. A fixed threshold keeps RSS flat.
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.mallopt(-3, threshold)  # M_MMAP_THRESHOLD
+    return True
+
+
+def release_freed_memory() -> bool:
+    """Hand the heap's free pages back to the OS (glibc `malloc_trim`); False where unavailable.
+
+    Why: a frame (640x480 BGR, 0.9 MB) is below glibc's mmap threshold once the first large
+    block was freed, so frames come from the heap arenas; after a burst fills the capture ring
+    (hundreds of frames) and it drains, the arenas keep those pages and the process's RSS stays
+    at the burst's level for good (the one-way steps of the earlier soaks, docs/reliability.md).
+    Trimming once the ring has drained returns them, at no cost while frames flow (a fixed mmap
+    threshold, as the engine uses, would page-fault every frame instead).
+    """
+    libc = _libc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
 def child_entry(target: Target, log_level: str | int, stop_event: SharedEvent | None,
                 args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None) -> NoReturn:
     """What a spawned child runs (module level, so `spawn` finds it by name); exits with the target's code."""

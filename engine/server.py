@@ -46,6 +46,7 @@ from engine.artefact import Artefact, ArtefactError, load_artefact
 from engine.backends import Backend, BackendUnavailable, check_outputs, load_backend
 from engine.config.engine import EngineConfig
 from engine.metrics import EngineMetrics, RateLimitedLog
+from engine.process import mmap_large_buffers
 from engine.tensors import pair_inputs, upsample_heatmaps
 from engine.wire.protocol import (
     MAX_ARRAY_BYTES,
@@ -377,7 +378,11 @@ class EngineServer:
                     except OSError:
                         pass
         if self.cfg.metrics_port:
-            self._http = self.metrics.serve(self.cfg.metrics_port)
+            try:
+                self._http = self.metrics.serve(self.cfg.metrics_port)
+            except OSError:  # the port is taken: close the sockets (and ipc files) just bound
+                self.close()
+                raise
 
     def close(self) -> None:
         for conns in self._conns.values():
@@ -644,31 +649,9 @@ def start(cfg: EngineConfig) -> EngineServer:
     return server
 
 
-def _mmap_large_buffers(threshold: int = 1 << 20) -> None:
-    """glibc: serve buffers ≥ 1 MiB from mmap, always.
-
-    Why: pairs arrive as multi-kB..16 MiB frames allocated by ZeroMQ's I/O thread. glibc's
-    default raises its mmap threshold after the first large free, so later large frames come
-    from heap arenas that are not returned to the OS: RSS ratchets up under a flood of big
-    (even rejected) messages although nothing leaks. A fixed threshold keeps RSS flat.
-    Not glibc (musl, macOS): nothing to do.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name) if name else None
-        mallopt = getattr(libc, "mallopt", None)
-    except OSError:
-        mallopt = None
-    if mallopt is not None:
-        mallopt(-3, threshold)  # M_MMAP_THRESHOLD
-
-
 def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
     """Serve until `stop_event` is set. 0 after a clean stop, 2 when the engine cannot start."""
-    _mmap_large_buffers()  # logging, signals and faulthandler: engine/process.py, set up by the caller
+    mmap_large_buffers()  # logging, signals and faulthandler: engine/process.py, set up by the caller
     try:
         server = start(cfg)
     except (ArtefactError, BackendUnavailable, SecurityError) as exc:
@@ -676,6 +659,10 @@ def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
         return 2
     except zmq.ZMQError as exc:
         log.error("engine cannot open %s / %s: %s", cfg.pair_endpoint, cfg.pub_endpoint, exc)
+        return 2
+    except OSError as exc:  # the metrics port is in use (the sockets above are zmq's)
+        log.error("engine cannot serve /metrics on port %d: %s (engine.metrics_port; 0 = off)", cfg.metrics_port,
+                  exc.strerror or exc)
         return 2
     try:
         return server.serve(stop_event)

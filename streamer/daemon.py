@@ -164,7 +164,9 @@ class Supervisor:
         if not self._check_artefact():
             self.exit_code = 2
             return self.shutdown()
-        self._start_http()
+        if not self._start_http():
+            self.exit_code = 2
+            return self.shutdown()
         for c in self.children:
             if c.kind == "engine":
                 self._spawn(c)
@@ -375,16 +377,24 @@ class Supervisor:
             return True, "running"
         return False, f"{self.state}: {', '.join(self.problems)}" if self.problems else self.state
 
-    def _start_http(self) -> None:
+    def _start_http(self) -> bool:
+        """/metrics and /healthz; False (logged in one line) when the port cannot be bound."""
         port = self.cfg.supervisor.metrics_port
         if not port:
-            return
+            return True
         from prometheus_client import CollectorRegistry
 
         registry = CollectorRegistry()
         registry.register(self._collector())
-        self.http = serve_http(metrics_app(registry, self.healthy), port, self.cfg.supervisor.metrics_host)
-        log.info("metrics on http://%s:%d/metrics, health on /healthz", self.cfg.supervisor.metrics_host, port)
+        host = self.cfg.supervisor.metrics_host
+        try:
+            self.http = serve_http(metrics_app(registry, self.healthy), port, host)
+        except OSError as exc:  # in use, or an address this host does not have
+            log.error("cannot serve /metrics on %s:%d: %s (supervisor.metrics_port, --metrics-port; 0 = off)",
+                      host, port, exc.strerror or exc)
+            return False
+        log.info("metrics on http://%s:%d/metrics, health on /healthz", host, port)
+        return True
 
 
 # -- command line ---------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import cv2
 
+from engine.process import release_freed_memory
 from engine.wire.protocol import now_ns
 from streamer.capture import SOURCE_GAUGES, SOURCE_HELP, CaptureError, Grabber, open_camera
 from streamer.config import StreamdConfig
@@ -60,10 +61,13 @@ HELP = {
     "running": "1 while the streamer is running",
     "stalled": "1 while the streamer is stalled",
     "ring": "frames waiting in the capture ring",
+    "trims": "times freed frame memory was handed back to the OS after a backed-up ring drained",
 }
 HELP.update(SOURCE_HELP)  # a camera's own drop counters and clock (GenICam: streamer/genicam.py)
 COUNTERS = tuple(HELP)
 GAUGES = ("running", "stalled", "ring", *SOURCE_GAUGES)  # states, ring depth, camera clock; the rest only grow
+
+TRIM_AFTER_FRAMES = 64  # a ring this deep (58 MB of 640x480 frames) is worth returning once drained
 
 EXIT_DONE = 0  # the replay ended or we were asked to stop
 EXIT_SOURCE = 3  # the camera/video could not be opened or read
@@ -157,7 +161,19 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
             log.info("%s: %s track %d frames %d-%d-%d score %.3f", cam.name, ev.kind, ev.track, ev.onset,
                      ev.apex, ev.offset, ev.score)
 
+    ring_high = 0  # the ring's high-water mark since the last trim
+    last_trim = 0.0
+
     def update() -> None:
+        nonlocal ring_high, last_trim
+        depth = len(grab.ring)
+        ring_high = max(ring_high, depth)
+        if ring_high >= TRIM_AFTER_FRAMES and depth <= 2 and time.monotonic() - last_trim >= 5.0:
+            # a burst filled the ring and it has drained: give the frames' pages back (else RSS
+            # keeps the burst's level for good)
+            ring_high, last_trim = 0, time.monotonic()
+            if release_freed_memory():
+                counters["trims"] += 1
         counters.update(pipe.counters())
         counters.update(source.counters())
         counters.update(grab.stats.extra)  # the grab thread's own measures (flicker)

@@ -108,3 +108,19 @@ def test_failed_build_leaves_nothing_behind(tmp_path: Path) -> None:
     assert "Traceback" not in r.stderr and "nothing written to" in r.stderr, r.stderr[-2000:]
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.ckpt"]  # no .building- leftovers
+
+
+def test_engined_with_its_metrics_port_taken_is_one_line_exit_2(tmp_path: Path, artefact: Path) -> None:
+    """A taken /metrics port is a permanent error: one line, exit 2, no traceback, and the ipc
+    sockets the engine had already bound are removed again."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        r = _run(str(BIN / "mfvan-engined"), "--artefact", str(artefact), "--pair-endpoint", f"ipc://{tmp_path}/p",
+                 "--pub-endpoint", f"ipc://{tmp_path}/q", "--metrics-port", str(port))
+    assert r.returncode == 2, r.stderr
+    assert f"cannot serve /metrics on port {port}" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "p").exists() and not (tmp_path / "q").exists()

@@ -113,6 +113,25 @@ def test_missing_video_is_one_line_and_exit_2_at_once(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_metrics_port_in_use_is_one_line_and_exit_2(tmp_path: Path, frames) -> None:
+    """Item 11: a taken /metrics port ended the supervisor in an OSError traceback; now one
+    line naming the port and the setting, exit 2, before any child starts."""
+    import socket
+
+    clip = write_looped_folder(tmp_path / "clip", frames, 20, name="cam0")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        proc = subprocess.run([sys.executable, "-c", "import sys; from streamer.daemon import main; sys.exit(main())",
+                               "--video", str(clip), "--fps", "200", "--metrics-port", str(port),
+                               "--pub", f"ipc://{tmp_path}/pub"],
+                              capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"cannot serve /metrics on 127.0.0.1:{port}" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and "started:" not in proc.stderr
+
+
 def test_truncated_video_and_a_slow_source_are_said_not_hidden(tmp_path: Path, artefact: Path) -> None:
     """A truncated recording replayed about half its frames and exited 0 without a word; a
     30 fps source gave no hint that micro-expressions need >= 100 fps (item 12)."""

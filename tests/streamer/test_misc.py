@@ -169,3 +169,31 @@ def test_pipeline_nice_lowers_only_the_calling_thread() -> None:
     t.join()
     assert seen["delta"] == min(3, 19 - main_before)
     assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == main_before
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc_trim")
+def test_a_drained_backlog_is_trimmed_and_counted(tmp_path: Path) -> None:
+    """The real camera worker on a replay paced faster than the pipeline (2,000 fps): the ring
+    backs up (overruns counted), drains at the end, and its frames' memory is handed back once
+    (`trims`); every frame read is either processed or counted as an overrun."""
+    import multiprocessing as mp
+
+    from engine.process import release_freed_memory
+    from streamer.config import StreamdConfig
+    from streamer.worker import COUNTERS, run_camera
+
+    if not release_freed_memory():
+        pytest.skip("no glibc malloc_trim here")
+    frames = render_test_clip(600, [], fps=200.0, seed=2)
+    folder = tmp_path / "clip"
+    write_folder(frames, folder, ext=".bmp")
+    cfg = StreamdConfig.model_validate({
+        "cameras": [{"name": "cam0", "video": str(folder), "fps": 2000, "realtime": True}],
+        "capture": {"ring_frames": 256, "pipeline_nice": 0}})
+    shared = mp.Array("q", len(COUNTERS), lock=False)
+    stop = mp.Event()
+    code = run_camera(cfg.model_dump_json(), 0, stop, shared, pair_endpoint=f"ipc://{tmp_path}/pairs")
+    got = dict(zip(COUNTERS, shared, strict=True))
+    assert code == 0
+    assert got["frames"] == 600 and got["trims"] >= 1, got
+    assert got["ring"] == 0 and got["running"] == 0

@@ -22,6 +22,7 @@ what `Process.terminate()` expects.
 from __future__ import annotations
 
 import faulthandler
+import functools
 import importlib
 import logging
 import multiprocessing
@@ -174,6 +175,7 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+@functools.cache
 def _libc() -> Any:
     """glibc's handle, or None (musl, macOS, Windows: their allocators need none of this)."""
     if not sys.platform.startswith("linux"):

@@ -329,6 +329,10 @@ def _open(cfg: EngineConfig, kind: int, endpoint: str):
     return ctx, sock, auth
 
 
+class MetricsPortError(OSError):
+    """The engine's /metrics port cannot be bound (in use): a permanent start-up error."""
+
+
 class EngineServer:
     def __init__(self, cfg: EngineConfig, artefact: Artefact, backend: Backend):
         self.cfg = cfg
@@ -380,9 +384,10 @@ class EngineServer:
         if self.cfg.metrics_port:
             try:
                 self._http = self.metrics.serve(self.cfg.metrics_port)
-            except OSError:  # the port is taken: close the sockets (and ipc files) just bound
+            except OSError as exc:  # the port is taken: close the sockets (and ipc files) just bound
                 self.close()
-                raise
+                raise MetricsPortError(f"engine cannot serve /metrics on port {self.cfg.metrics_port}: "
+                                       f"{exc.strerror or exc} (engine.metrics_port; 0 = off)") from exc
 
     def close(self) -> None:
         for conns in self._conns.values():
@@ -660,9 +665,8 @@ def run(cfg: EngineConfig, stop_event: StopEvent) -> int:
     except zmq.ZMQError as exc:
         log.error("engine cannot open %s / %s: %s", cfg.pair_endpoint, cfg.pub_endpoint, exc)
         return 2
-    except OSError as exc:  # the metrics port is in use (the sockets above are zmq's)
-        log.error("engine cannot serve /metrics on port %d: %s (engine.metrics_port; 0 = off)", cfg.metrics_port,
-                  exc.strerror or exc)
+    except MetricsPortError as exc:
+        log.error("%s", exc)
         return 2
     try:
         return server.serve(stop_event)

@@ -84,6 +84,9 @@ def render_frames(seconds: float, fps: float, seed: int = 0) -> tuple[list[np.nd
     return render_test_clip(n, evs, fps=fps, seed=seed), "streamer.harness.clip"
 
 
+FRAME_FORMATS = ("jpg", "bmp")  # replay frame files write_looped_folder can make
+
+
 def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, quality: int = 92,
                         name: str = "loop", fmt: str = "jpg") -> Path:
     """`folder/img1.jpg ... imgTOTAL.jpg`: the K unique frames on disk once, the loop as symlinks.
@@ -93,8 +96,8 @@ def write_looped_folder(folder: Path, frames: list[np.ndarray], total: int, qual
     in natural order like any CASME II folder. `fmt="bmp"`: uncompressed frames, read at the cost
     of a copy (0.2 ms at 640x480, JPEG 1.3 ms), as a camera's driver hands them over.
     """
-    if fmt not in ("jpg", "bmp"):
-        raise ValueError(f"frame format must be jpg or bmp, not {fmt!r}")
+    if fmt not in FRAME_FORMATS:
+        raise ValueError(f"frame format must be one of {', '.join(FRAME_FORMATS)}, not {fmt!r}")
     import cv2
 
     folder = Path(folder)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from streamer.harness.procs import metric_sum
-from streamer.harness.soak import Daemon, Reader, _pct, write_looped_folder
+from streamer.harness.soak import FRAME_FORMATS, Daemon, Reader, _pct, write_looped_folder
 
 PROG = "mfvan-bench suite"
 
@@ -158,8 +158,6 @@ def run_suite(cameras: int, faces: int, seconds: float, fps: float, clip_seconds
         # the unique frames only, shared by every camera's looped folder
         write_looped_folder(work / "clip", frames, 0, fmt=frame_format)
         del frames
-        if hasattr(os, "sync"):
-            os.sync()  # the frames on disk before the clock starts: writeback must not compete with the run
         unique = sorted((work / "clip" / "unique").glob(f"*.{frame_format}"))
         names = [f"cam{i}" for i in range(cameras)]
         offsets = [round(i * fps / cameras) % k for i in range(cameras)]  # spread over one event period
@@ -277,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fps", type=float, default=200.0, help="camera rate (default 200)")
     p.add_argument("--clip-seconds", type=float, default=4.0, help="unique frames rendered, looped to --seconds")
     p.add_argument("--artefact", default="", help="engine artefact folder (default: the bundled demo artefact)")
-    p.add_argument("--frames", choices=("bmp", "jpg"), default="bmp",
+    p.add_argument("--frames", choices=FRAME_FORMATS, default="bmp",
                    help="replay frame files: bmp (uncompressed: read at the cost of a copy, as a camera delivers "
                    "raw frames; default) or jpg (adds a 1.3 ms decode per frame, which a camera does not cost)")
     p.add_argument("--pipeline-nice", type=int, choices=range(20), metavar="0..19",

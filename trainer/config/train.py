@@ -30,6 +30,11 @@ class ModelConfig(Section):
     heads: int = Field(4, ge=1)
     grid: int = Field(7, ge=2, description="s: each scale is split into s x s patches")
     theta: float = Field(0.02, ge=0, lt=1, description="patches with class-token attention < theta are masked")
+    stem: Literal["patch", "conv"] = Field(
+        "patch",
+        description="scale 1's patch embedding: patch = one strided conv per patch (the paper's Eq. 6); conv = a small "
+        "hierarchical conv stem (3x3 stride-2 convs, then the remaining patch), HTNet-style, to keep fine flow structure",
+    )
 
 
 class LossConfig(Section):
@@ -47,6 +52,8 @@ class StageConfig(Section):
     lr: float = Field(1e-3, gt=0)
     batch_size: int = Field(32, ge=1)
     weight_decay: float = Field(1e-4, ge=0)
+    schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the stage's steps")
+    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100 over this many epochs (both schedules)")
 
 
 class DataConfig(Section):

@@ -60,6 +60,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/loso", help="report folder (default: runs/loso)")
     p.add_argument("--models", default=",".join(MODELS), help=f"comma list of {', '.join(MODELS)}")
     p.add_argument("--max-folds", type=int, help="evaluate only the first N subjects' folds (default eval.max_folds)")
+    p.add_argument("--skip-folds", type=int, default=0, metavar="K",
+                   help="leave out the first K subjects' folds (e.g. the folds a variant was chosen on), counted before --shard")
     p.add_argument("--ablation", action="store_true", help="also run Table 3's rows and write ablation.md")
     p.add_argument("--ablation-folds", type=int, default=0, help="folds for the ablation rows (0 = same as --max-folds)")
     p.add_argument("--ablation-only", action="store_true", help="run only the ablation rows (no model comparison)")
@@ -155,10 +157,11 @@ def run_loso(
     skipped: Sequence[str] = (),
     shard: tuple[int, int] = (0, 1),
     saved_only: bool = False,
+    skip_folds: int = 0,
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    subjects = fold_subjects(data, max_folds)[shard[0] :: shard[1]]
+    subjects = fold_subjects(data, max_folds)[skip_folds:][shard[0] :: shard[1]]
     c = cfg.model.num_classes
     report: dict[str, Any] = {
         "protocol": {
@@ -169,6 +172,7 @@ def run_loso(
             else f"joint epochs chosen by macro-F1 on {cfg.eval.nested_val_subjects} validation subjects drawn from each fold's training subjects",
             "subjects": len(data.subject_list()),
             "folds_run": len(subjects),
+            **({"folds_skipped": fold_subjects(data, 0)[:skip_folds]} if skip_folds else {}),
             "samples": len(data),
             "class_counts": {n: int((data.labels == i).sum()) for i, n in enumerate(data.label_names)},
             "skipped_samples": len(skipped),
@@ -214,6 +218,8 @@ def run_loso(
     rows: list[dict[str, Any]] = [{"model": k, **{c_: v.get(c_) for c_ in cols[2:]}, "folds_run": len(v["folds"])}
                                   for k, v in report["models"].items()]
     text = f"# LOSO on {cfg.data.dataset}: {len(subjects)} folds of {len(data.subject_list())} subjects, {len(data)} samples\n\n"
+    if skip_folds:
+        text += f"Folds of the first {skip_folds} subjects left out (`--skip-folds {skip_folds}`).\n\n"
     if saved_only:
         text += "Saved folds only (`--saved-only`): each model's folds_run says how many of them it has.\n\n"
     text += rep.markdown_table(rows, cols)
@@ -229,7 +235,7 @@ def run_loso(
     if report["models"]:
         (out / "results.md").write_text(text)
     if ablation:
-        ab_subjects = fold_subjects(data, ablation_folds or max_folds)[shard[0] :: shard[1]]
+        ab_subjects = fold_subjects(data, ablation_folds or max_folds)[skip_folds:][shard[0] :: shard[1]]
         rows_cfg = []
         for row, changes in ABLATION_ROWS:
             rcfg = with_model(cfg, **changes)
@@ -314,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     max_folds = cfg.eval.max_folds if args.max_folds is None else args.max_folds
     t0 = time.perf_counter()
     report = run_loso(cfg, data, out, models, max_folds, args.ablation or args.ablation_only, args.ablation_folds, not args.no_progress,
-                      skipped, shard, args.saved_only)
+                      skipped, shard, args.saved_only, max(0, args.skip_folds))
     log(f"done in {time.perf_counter() - t0:.0f}s -> {out}/report.json")
     print(json.dumps({k: {m: v[m] for m in ("accuracy", "macro_f1", "uf1", "uar")} for k, v in report["models"].items()}, indent=1))
     if "ablation" in report:

@@ -47,18 +47,39 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)), attn
 
 
+def conv_stem(cin: int, dim: int, patch: int, max_halvings: int = 2) -> nn.Sequential:
+    """Hierarchical patch embedding (HTNet/ViT-C style): up to `max_halvings` 3x3 stride-2 convs
+    (BatchNorm + GELU, widths dim/4, dim/2) while the patch side stays even, then one conv with
+    kernel = stride = the rest of the patch. Same g x g output grid as the plain patch conv, but
+    the fine (sub-patch) structure of the input is read by overlapping 3x3 filters first instead
+    of one linear map per patch.
+    """
+    layers: list[nn.Module] = []
+    c, rest, k = cin, patch, 0
+    while rest % 2 == 0 and rest > 1 and k < max_halvings:
+        w = max(8, dim // (2 ** (max_halvings - k)))
+        layers += [nn.Conv2d(c, w, 3, 2, 1, bias=False), nn.BatchNorm2d(w), nn.GELU()]
+        c, rest, k = w, rest // 2, k + 1
+    layers.append(nn.Conv2d(c, dim, rest, rest))
+    return nn.Sequential(*layers)
+
+
 class ScaleTransformer(nn.Module):
     """One scale: conv patch embedding into a g x g grid, class token, positional embedding,
     L blocks; returns the tokens and f_c (class-token attention to each patch, last block,
     mean over heads; a patch's share of the class token's attention, so the f_c sum to < 1).
+    `stem`: "patch" = one strided conv per patch (Eq. 6), "conv" = `conv_stem`.
     """
 
-    def __init__(self, cin: int, size: int, grid: int, dim: int, depth: int, heads: int) -> None:
+    def __init__(self, cin: int, size: int, grid: int, dim: int, depth: int, heads: int, stem: str = "patch") -> None:
         super().__init__()
         if size % grid:
             raise ValueError(f"a {size}x{size} map cannot be split into {grid}x{grid} patches; pick a grid that divides it")
         patch = size // grid
-        self.embed = nn.Conv2d(cin, dim, patch, patch)  # Eq. 6: conv mapping of each patch
+        if stem not in ("patch", "conv"):
+            raise ValueError(f"stem {stem!r}: choose patch or conv")
+        # Eq. 6: conv mapping of each patch
+        self.embed = nn.Conv2d(cin, dim, patch, patch) if stem == "patch" else conv_stem(cin, dim, patch)
         self.cls = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos = nn.Parameter(torch.zeros(1, grid * grid + 1, dim))
         nn.init.trunc_normal_(self.pos, std=0.02)

@@ -98,8 +98,10 @@ class MFVAN(nn.Module):
         self.global_head = GlobalHead(3 + m, d, student_widths) if cfg.use_global else None
         c1_in = (6 if self.two_inputs else 3) + m
         sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
+        # model.stem applies to scale 1 only (the full-resolution input: flow/apex pixels)
         self.transformers = nn.ModuleDict(
-            {str(i): ScaleTransformer(sizes[i][0], sizes[i][1], g, d, cfg.depth, cfg.heads) for i in self.scales}
+            {str(i): ScaleTransformer(sizes[i][0], sizes[i][1], g, d, cfg.depth, cfg.heads, cfg.stem if i == 1 else "patch")
+             for i in self.scales}
         )
         self.scale_heads = nn.ModuleDict({str(i): nn.Linear(d, cfg.num_classes) for i in self.scales})
         self.fuse = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Dropout(0.1), nn.Linear(d, cfg.num_classes))

@@ -8,6 +8,7 @@ shuffles and dropout masks as an uninterrupted one.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,36 @@ def _stage_params(model: MFVAN, stage: str) -> list[nn.Parameter]:
     return list(model.parameters())
 
 
-def _flip(onset: torch.Tensor, apex: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Same random horizontal flip for both frames of a pair (faces are near-symmetric)."""
-    m = (torch.rand(onset.shape[0], generator=gen) < 0.5).to(onset.device).view(-1, 1, 1, 1)
-    return torch.where(m, onset.flip(3), onset), torch.where(m, apex.flip(3), apex)
+def _flip_mask(n: int, gen: torch.Generator) -> torch.Tensor:
+    """Which pairs of a batch get the same random horizontal flip of both frames (faces are
+    near-symmetric): [n, 1, 1, 1] bool, one draw from `gen` per batch."""
+    return (torch.rand(n, generator=gen) < 0.5).view(-1, 1, 1, 1)
+
+
+def lr_factor(scfg: StageConfig, step: int, steps_per_epoch: int) -> float:
+    """The stage's learning-rate multiplier at optimiser step `step` (0-based): linear warm-up
+    from 1/100 over `warmup_epochs`, then constant or cosine down to 1/100 at the last step.
+    A pure function of the step, so a resumed stage continues on the same curve."""
+    total = max(1, scfg.epochs * steps_per_epoch)
+    warm = int(round(scfg.warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return 0.01 + 0.99 * step / warm
+    if scfg.schedule == "constant":
+        return 1.0
+    t = min(1.0, (step - warm) / max(1, total - warm - 1))
+    return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def motion_cache(data: PairSet, flip: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The motion input (engine.motion) of every training pair, as is and horizontally flipped:
+    exactly what `motion_of` computes from the (flipped) batch tensors, once per stage instead of
+    once per batch and epoch (the flow is deterministic)."""
+    from engine.motion import motion_nchw
+
+    plain = torch.from_numpy(motion_nchw(data.onset, data.apex))
+    if not flip:
+        return plain, None
+    return plain, torch.from_numpy(motion_nchw(data.onset[:, :, ::-1], data.apex[:, :, ::-1]))
 
 
 def _run_stage(
@@ -82,6 +109,10 @@ def _run_stage(
     if n == 0:
         raise ValueError(f"stage {stage}: no training data")
     bs = scfg.batch_size
+    per_rank = (n - n % d.world) // d.world
+    spe = max(1, math.ceil(per_rank / bs) - (1 if per_rank > bs and per_rank % bs == 1 else 0))  # batches per epoch, as below
+    cached = motion_cache(data, cfg.data.flip) if stage == "joint" and model.motion else None
+    step = start * spe
     for epoch in range(start, scfg.epochs):
         torch.manual_seed(cfg.seed * 1_000_003 + stage_idx * 10_007 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + stage_idx * 101 + epoch)
@@ -103,19 +134,28 @@ def _run_stage(
                 loss = parts["pretrain"]
             else:
                 onset, apex = to_tensor(data.onset[idx], device), to_tensor(data.apex[idx], device)
+                motion = None
                 if cfg.data.flip:
-                    onset, apex = _flip(onset, apex, gen)
+                    m = _flip_mask(len(idx), gen).to(device)
+                    onset, apex = torch.where(m, onset.flip(3), onset), torch.where(m, apex.flip(3), apex)
+                    if cached is not None and cached[1] is not None:
+                        motion = torch.where(m, cached[1][idx].to(device), cached[0][idx].to(device))
+                elif cached is not None:
+                    motion = cached[0][idx].to(device)
                 if stage == "remove":
                     out = ddp_model(onset, apex, stage="remove")
                     parts = remove_loss(out, onset, cfg.loss.distill_weight)
                     loss = parts["remove"]
                 else:
                     y = torch.from_numpy(data.labels[idx]).to(device)
-                    out = ddp_model(onset, apex, with_teacher=cfg.model.identity_removal, stage="joint")
+                    out = ddp_model(onset, apex, with_teacher=cfg.model.identity_removal, stage="joint", motion=motion)
                     parts = total_loss(
                         out, onset, y, cfg.loss, alpha, cfg.model.theta, model.scales, cfg.model.identity_removal
                     )
                     loss = parts["all"]
+            for group in opt.param_groups:
+                group["lr"] = scfg.lr * lr_factor(scfg, step, spe)
+            step += 1
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -167,8 +167,7 @@ class MotionMeter:
         flow = self.dis.calc(a, b, None)
         self.flows += 1
         x0, y0, x1, y1 = self.face
-        samples = flow[y0:y1:3, x0:x1:3].reshape(-1, 2)
-        glob = np.median(samples, axis=0)
+        glob = _median2(flow[y0:y1:3, x0:x1:3].reshape(-1, 2))
         out = np.empty(len(self.rois), np.float32)
         gx, gy = float(glob[0]), float(glob[1])
         if self.rigid:
@@ -191,6 +190,21 @@ class MotionMeter:
         m = self.measure_rois(a, b)
         i = int(np.argmax(m))
         return float(m[i]), ROI_NAMES[i]
+
+
+def _median2(samples: np.ndarray) -> np.ndarray:
+    """np.median(samples, axis=0) of an (n, 2) array, bit for bit, at half its cost.
+
+    Why: it runs on every flow (a tenth of the streamer's time); numpy's general median pays
+    for axis handling and NaN checks that two contiguous rows and one partition do without.
+    """
+    t = np.ascontiguousarray(samples.T)
+    n = t.shape[1]
+    k = n // 2
+    if n % 2:
+        return np.partition(t, k, axis=1)[:, k]
+    p = np.partition(t, (k - 1, k), axis=1)
+    return np.mean(p[:, k - 1:k + 1], axis=1)
 
 
 MOUTH = np.array([n.startswith("mouth") for n in ROI_NAMES])

@@ -138,3 +138,18 @@ def test_a_long_restless_tail_keeps_the_micro_events_crops_and_bounds_memory() -
     for e in micro:
         assert e.onset_crop is not None and e.apex_crop is not None and e.onset_crop.shape == (112, 112, 3)
     assert most_crops <= 2 * (sp.micro_span + 2)
+
+
+def test_fast_median_is_numpys_median_bit_for_bit() -> None:
+    """The meter's median of the face's flow (its hot path) must equal np.median exactly: the
+    spotter's thresholds were tuned on np.median's output, odd and even sample counts alike."""
+    from streamer.spotting.spotter import _median2
+
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 4, 675, 676, 900):
+        for _ in range(40):
+            x = (rng.normal(size=(n, 2)) * rng.uniform(0.01, 5)).astype(np.float32)
+            assert np.array_equal(_median2(x), np.median(x, axis=0))
+    flow = rng.normal(size=(112, 112, 2)).astype(np.float32)
+    strided = flow[24:108:3, 18:94:3].reshape(-1, 2)  # the meter's own sampling: not contiguous
+    assert np.array_equal(_median2(strided), np.median(strided, axis=0))

@@ -49,6 +49,7 @@ class EngineMetrics:
         self.subscriptions_rejected = Counter(
             "mfvan_engine_subscriptions_rejected", "subscriptions refused (not an mfvan topic, or over the cap)", registry=r
         )
+        self.trims = Counter("mfvan_engine_memory_trims", "heap trims after a burst drained (malloc_trim)", registry=r)
         self.counts: Tally[str] = Tally()  # mirrored into Status.counters
 
     def drop(self, reason: str) -> None:

@@ -46,7 +46,7 @@ from engine.artefact import Artefact, ArtefactError, load_artefact
 from engine.backends import Backend, BackendUnavailable, check_outputs, load_backend
 from engine.config.engine import EngineConfig
 from engine.metrics import EngineMetrics, RateLimitedLog
-from engine.process import mmap_large_buffers
+from engine.process import mmap_large_buffers, release_freed_memory
 from engine.tensors import pair_inputs, upsample_heatmaps
 from engine.wire.protocol import (
     MAX_ARRAY_BYTES,
@@ -91,6 +91,11 @@ MAX_SUBSCRIPTION_BYTES = 1 + len("status/") + 64 + 1  # flag byte + longest kind
 # the engine bounds the subscription length itself (valid_topic: at most 71 bytes applied).
 CURVE_XPUB_MAXMSGSIZE = 512
 HOUSEKEEPING_S = 0.2  # socket monitors, allow-list changes
+# after this many messages, the first idle poll hands the heap's free pages back (malloc_trim):
+# a burst (a flood of junk, a backlog after a stall) leaves the arenas at its high-water mark
+# otherwise, and RSS would keep every burst's peak for good
+TRIM_AFTER_MESSAGES = 256
+TRIM_IDLE_S = 0.5  # ... once no message came for this long: the burst is over, not paused
 _KINDS = (TOPIC_LABEL.encode(), TOPIC_MACRO.encode(), TOPIC_STATUS.encode(), TOPIC_HEARTBEAT.encode())
 
 
@@ -347,6 +352,8 @@ class EngineServer:
         self.metrics = EngineMetrics(self.engine_id, self.max_batch)
         self.ratelog = RateLimitedLog(log)
         self._hb_seq = 0
+        self._since_trim = 0  # messages received since the heap was last trimmed
+        self._last_message = 0.0  # monotonic time of the last message received
         self.subs = Subscriptions()
         self._conns: dict[str, Connections] = {}  # "pairs"/"pub" -> monitor of a bound socket
         self._guards: dict[str, Guard] = {}  # "pairs"/"pub" -> allow-list in force there
@@ -615,6 +622,8 @@ class EngineServer:
                         frames = self.pull.recv_multipart(zmq.NOBLOCK, copy=False)
                     except zmq.Again:
                         break
+                    self._since_trim += 1
+                    self._last_message = time.monotonic()
                     self.handle(frames, pending)
                     if pending and deadline is None:
                         deadline = time.monotonic() + self.max_wait_s
@@ -632,6 +641,12 @@ class EngineServer:
             if now >= next_housekeeping:
                 self._housekeeping()
                 next_housekeeping = now + HOUSEKEEPING_S
+            if (self._since_trim >= TRIM_AFTER_MESSAGES and not pending
+                    and now - self._last_message >= TRIM_IDLE_S):
+                self._since_trim = 0  # idle after a burst: nothing waits while it trims
+                if release_freed_memory():
+                    self.metrics.trims.inc()
+                    self.metrics.counts["trims"] += 1
         if restore_hup is not None:
             signal.signal(signal.SIGHUP, restore_hup)
         if pending:

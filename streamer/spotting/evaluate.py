@@ -123,6 +123,20 @@ def ground_truth(rows: list[dict], root: Path) -> dict[str, list[tuple[Interval,
 _NUM = re.compile(r"(\d+)(?!.*\d)")
 
 
+def clip_folders(root: Path) -> list[str]:
+    """Every clip folder of a CASME II-layout corpus (root/subject/clip/ holding images).
+
+    Why: a clip with no annotation row is an event-free video, not a clip to skip; under the
+    MEGC protocol whatever the spotter finds there is a false positive (counted per minute).
+    """
+    from streamer.capture import IMAGE_SUFFIXES
+
+    if not root.is_dir():
+        return []
+    return sorted(str(c) for sub in root.iterdir() if sub.is_dir() for c in sub.iterdir()
+                  if c.is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in c.iterdir()))
+
+
 def frame_numbers(folder: Path) -> list[int]:
     from streamer.capture import FolderSource
 
@@ -159,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.explain and cfg.spotter.threshold != "online":
         print("mfvan-eval spot: --explain needs the online threshold", file=sys.stderr)
         return 2
-    clips = sorted(gt_all)
+    annotated = set(gt_all)
+    clips = sorted(annotated | set(clip_folders(root)))  # event-free clips too: their detections are FPs
     if args.limit:
         clips = clips[: args.limit]
     missing = [c for c in clips if not Path(c).is_dir()]
@@ -177,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     pred = {"micro": {}, "macro": {}, "all": {}}
     per_clip = {}
     misses: list[dict] = []
+    free = {"clips": 0, "seconds": 0.0, "micro": 0, "macro": 0}  # event-free clips: all they yield is false
     for clip in tqdm(clips, desc="clips", unit="clip"):
         numbers = frame_numbers(Path(clip))
         if args.explain:
@@ -186,18 +202,28 @@ def main(argv: list[str] | None = None) -> int:
         else:
             events, counters, _ = spot_video(clip, cfg, args.fps, detector=detector)
         ivs = [((numbers[e.onset], numbers[e.offset]), e.kind) for e in events]
+        if clip not in annotated:
+            free["clips"] += 1
+            free["seconds"] += len(numbers) / args.fps
+            for kind in ("micro", "macro"):
+                free[kind] += sum(k == kind for _, k in ivs)
         per_clip[clip] = {"events": [e.to_json() for e in events], "counters": counters}
         if args.explain:
-            clip_misses = explain_clip(gt_all[clip], ivs, numbers, pipe.spotters, args.iou)
+            clip_misses = explain_clip(gt_all.get(clip, []), ivs, numbers, pipe.spotters, args.iou)
             per_clip[clip]["misses"] = clip_misses
             misses += [{**m, "clip": clip} for m in clip_misses]
         for kind in ("micro", "macro"):
-            gt[kind][clip] = [iv for iv, k in gt_all[clip] if k == kind]
+            gt[kind][clip] = [iv for iv, k in gt_all.get(clip, []) if k == kind]
             pred[kind][clip] = [iv for iv, k in ivs if k == kind]
-        gt["all"][clip] = [iv for iv, _ in gt_all[clip]]
+        gt["all"][clip] = [iv for iv, _ in gt_all.get(clip, [])]
         pred["all"][clip] = [iv for iv, _ in ivs]
     scores = {kind: score(gt[kind], pred[kind], args.iou).as_dict() for kind in ("micro", "macro", "all")}
-    result = {"clips": len(clips), "threshold": cfg.spotter.threshold, "iou": args.iou, "scores": scores}
+    minutes = free["seconds"] / 60.0
+    free_report = {"clips": free["clips"], "seconds": round(free["seconds"], 2), "micro_fp": free["micro"],
+                   "macro_fp": free["macro"],
+                   "micro_fp_per_minute": round(free["micro"] / minutes, 2) if minutes else None}
+    result = {"clips": len(clips), "threshold": cfg.spotter.threshold, "iou": args.iou, "scores": scores,
+              "event_free": free_report}
     if args.explain:
         result["miss_causes"] = {kind: dict(cause_table([m for m in misses if m["kind"] == kind]))
                                  for kind in ("micro", "macro")}
@@ -206,11 +232,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result, indent=1))
     else:
-        print(f"{len(clips)} clips, threshold={cfg.spotter.threshold}, hit = IoU >= {args.iou}")
+        print(f"{len(clips)} clips ({free['clips']} event-free), threshold={cfg.spotter.threshold}, "
+              f"hit = IoU >= {args.iou}")
         print(f"{'kind':<6} {'GT':>5} {'pred':>5} {'TP':>5} {'P':>6} {'R':>6} {'F1':>6}")
         for kind, s in scores.items():
             print(f"{kind:<6} {s['n_gt']:>5} {s['n_pred']:>5} {s['tp']:>5} {s['precision']:>6.3f} "
                   f"{s['recall']:>6.3f} {s['f1']:>6.3f}")
+        if free["clips"]:
+            print(f"event-free clips: {free['micro']} micro and {free['macro']} macro false positives in "
+                  f"{free['seconds']:.1f} s ({free_report['micro_fp_per_minute']} micro per minute)")
         if args.explain:
             print_misses(misses, result["miss_causes"])
     return 0

@@ -68,6 +68,27 @@ def test_eval_spot_prints_f1_on_a_corpus(corpus: Path, tmp_path: Path) -> None:
     assert bad.returncode == 2 and "missing" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_eval_spot_counts_detections_in_event_free_clips(corpus: Path, tmp_path: Path) -> None:
+    """A clip folder without annotation rows is an event-free video (MEGC), not a clip to skip:
+    what the spotter finds there is a false positive, and the report says how many per minute.
+    Here the unannotated clip does move (one unannotated brow event), so its detection must
+    count against precision."""
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(corpus, root)
+    write_folder(render_test_clip(400, [ClipEvent(240, 270, 300, "brow", 2.5)], 200.0, seed=2, noise=1.5),
+                 root / "sub02" / "EP01_01", ".bmp")
+    r = subprocess.run([str(BIN / "mfvan-eval"), "spot", "--root", str(root), "--annotations",
+                        str(root / "annotations.csv"), "--json"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    free, micro = res["event_free"], res["scores"]["micro"]
+    assert res["clips"] == 2 and free["clips"] == 1 and free["seconds"] == pytest.approx(2.0)
+    assert free["micro_fp"] >= 1 and free["micro_fp_per_minute"] == pytest.approx(free["micro_fp"] * 30.0)
+    assert micro["n_gt"] == 2 and micro["tp"] == 2 and micro["n_pred"] == 2 + free["micro_fp"]
+
+
 def test_spot_cli_writes_jsonl_and_noise_floor_seeds(corpus: Path, tmp_path: Path) -> None:
     clip = corpus / "sub01" / "EP01_01"
     out = tmp_path / "events.jsonl"

@@ -38,6 +38,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Protocol
 
+import msgspec
 import numpy as np
 import zmq
 from zmq.utils.monitor import recv_monitor_message
@@ -504,7 +505,14 @@ class EngineServer:
                 score=hdr.score,
                 apex_crop=array_spec(apex_crop) if apex_crop is not None else None,
             )
-            if self._send(encode_result(result, heatmap, apex_crop), "result"):
+            try:
+                frames = encode_result(result, heatmap, apex_crop)
+            except (ValueError, OverflowError, msgspec.EncodeError) as exc:
+                # the decoder's checks should make this unreachable; one pair must never stop the engine
+                self.metrics.drop("encode")
+                self.ratelog.warning("encode", "dropped the result of %s seq %d: %s", hdr.camera, hdr.seq, exc)
+                continue
+            if self._send(frames, "result"):
                 self.metrics.results_out.inc()
                 self.metrics.counts["results_out"] += 1
                 self.metrics.latency_seconds.observe(time.perf_counter() - t_recv)

@@ -205,7 +205,28 @@ def _array(buf: bytes | memoryview, spec: ArraySpec) -> np.ndarray:
     return arr
 
 
+# every integer of an event (track, seq, frame indices, wall-clock ns) is in 0..2**63-1 (a
+# Result's duration in int64). Why:
+# msgpack carries -2**63..2**64-1, and the engine derives Result.duration_ns = offset - onset:
+# two in-range uint64 timestamps can make a difference msgpack cannot encode, which crashed the
+# engine on one hostile Pair (the 100,000-message flood); no streamer ever sends such values
+INT_MAX = 2**63 - 1
+
+
+SIGNED = frozenset({"duration_ns"})  # offset - onset of two wall-clock stamps: negative after a clock step
+
+
+def _validate_ints(h: Pair | Result | Macro) -> None:
+    for name in h.__struct_fields__:
+        v = getattr(h, name)
+        low = -INT_MAX - 1 if name in SIGNED else 0
+        if type(v) is int and not low <= v <= INT_MAX:
+            raise ProtocolError("schema", f"{name} must be in {low}..2**63-1, got {v}")
+
+
 def _validate_header(h: Header) -> None:
+    if isinstance(h, (Pair, Result, Macro)):
+        _validate_ints(h)
     if isinstance(h, Pair):
         if not (h.onset_index <= h.apex_index <= h.offset_index):
             raise ProtocolError("schema", "frame indices must satisfy onset <= apex <= offset")

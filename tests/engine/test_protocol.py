@@ -207,3 +207,21 @@ def test_topic_names_have_a_trailing_slash_and_no_inner_slash() -> None:
     assert not P.topic(P.TOPIC_LABEL, "cam10").startswith(P.topic(P.TOPIC_LABEL, "cam1"))
     with pytest.raises(ValueError):
         P.topic(P.TOPIC_LABEL, "a/b")
+
+
+@pytest.mark.parametrize("field,value", [("offset_ts_ns", 2**64 - 1), ("onset_ts_ns", -(2**63)), ("seq", -1),
+                                         ("track", 2**63), ("apex_index", -1)])
+def test_event_integers_outside_0_to_int64_are_refused(field: str, value: int) -> None:
+    """msgpack carries -2**63..2**64-1; the engine computes offset - onset for the Result, which
+    two such values can overflow (one hostile Pair crashed the engine). Nothing legitimate is
+    negative or above int64: refused at decode as a schema error."""
+    crop = np.zeros((4, 4, 3), np.uint8)
+    kw = {field: value}
+    if field == "apex_index":
+        kw.update(onset_index=-1)
+    frames = _as_bytes(P.encode_pair(_pair(crop, **kw), crop, crop))
+    with pytest.raises(P.ProtocolError) as err:
+        P.decode(frames)
+    assert err.value.reason == "schema"
+    ok = _as_bytes(P.encode_pair(_pair(crop, offset_ts_ns=2**63 - 1), crop, crop))
+    assert P.decode(ok)[1].offset_ts_ns == 2**63 - 1

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import zmq
@@ -174,6 +175,10 @@ def test_bad_messages_are_dropped_counted_and_survived(tmp_path: Path, artefact:
         [MAGIC, good[1], b"\x00" * 10, b"\x00" * 10],  # array: bytes != declared shape
         encode_pair(pair(5, small), small, small),  # crop_size: engine-side check
         encode(Heartbeat(component="x", seq=1, ts_ns=1)),  # unexpected on the pair channel
+        # schema: timestamps msgpack carries but whose difference (the Result's duration) it
+        # cannot; this one Pair used to crash the engine with an OverflowError
+        encode_pair(msgspec.structs.replace(pair(7, onset[0]), onset_ts_ns=-(2**63), offset_ts_ns=2**64 - 1),
+                    onset[0], apex[0]),
     ]
     caplog.set_level(logging.WARNING, logger="mfvan.engine")
     with Engine(tmp_path, artefact) as eng:
@@ -184,7 +189,7 @@ def test_bad_messages_are_dropped_counted_and_survived(tmp_path: Path, artefact:
         assert res.seq == 99
         st = eng.stop_and_final_status()
     c = st.counters
-    for reason in ("version", "header", "frames", "array", "crop_size", "unexpected"):
+    for reason in ("version", "header", "frames", "array", "crop_size", "unexpected", "schema"):
         assert c.get(f"dropped_{reason}", 0) >= 1, (reason, c)
     assert c["dropped_frames"] == 2 and c["pairs_in"] == 1 and c["results_out"] == 1
     assert any("dropped a bad message" in r.message for r in caplog.records)

@@ -85,6 +85,9 @@ def total_loss(
     if identity_removal and cfg.remove_weight > 0:
         parts.update(remove_loss(out, onset, cfg.distill_weight))
         total = total + cfg.remove_weight * parts["remove"]
+    if "logits_global" in out:  # model.global_logits: the global branch's own focal loss, like a scale's
+        parts["head_g"] = focal_loss(out["logits_global"], target, alpha, cfg.gamma)
+        total = total + parts["head_g"]
     masks = []
     for i in scales:
         parts[f"scale{i}"] = focal_loss(out[f"logits_scale{i}"], target, alpha, cfg.gamma)

@@ -35,6 +35,21 @@ class ModelConfig(Section):
         description="scale 1's patch embedding: patch = one strided conv per patch (the paper's Eq. 6); conv = a small "
         "hierarchical conv stem (3x3 stride-2 convs, then the remaining patch), HTNet-style, to keep fine flow structure",
     )
+    global_pool: Literal["gap", "flatten"] = Field(
+        "gap",
+        description="the global head's pooling: gap = global average pooling (the paper's); flatten = keep location "
+        "(flatten its last feature map, OFF-ApexNet-style), so where on the face the motion is reaches the classifier",
+    )
+    scale_pool: Literal["mean", "flatten"] = Field(
+        "mean",
+        description="each scale's readout: mean = the class token averaged with the kept patches (the paper's); flatten = "
+        "the class token and the kept (theta-masked) patch tokens concatenated in grid order and projected, so location survives",
+    )
+    global_logits: bool = Field(
+        False,
+        description="give the global vector its own linear head and focal loss (like each scale's), so the global "
+        "branch is trained directly, not only through the fused average",
+    )
 
 
 class LossConfig(Section):

@@ -95,7 +95,7 @@ class MFVAN(nn.Module):
         self.teacher = TeacherAE(teacher_widths, teacher_blocks)
         self.student = StudentAE(student_widths, teacher_widths[2])
         m = 4 if self.motion else 0  # u, v, magnitude, strain
-        self.global_head = GlobalHead(3 + m, d, student_widths) if cfg.use_global else None
+        self.global_head = GlobalHead(3 + m, d, student_widths, cfg.global_pool, s) if cfg.use_global else None
         c1_in = (6 if self.two_inputs else 3) + m
         sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
         # model.stem applies to scale 1 only (the full-resolution input: flow/apex pixels)
@@ -105,6 +105,10 @@ class MFVAN(nn.Module):
         )
         self.scale_heads = nn.ModuleDict({str(i): nn.Linear(d, cfg.num_classes) for i in self.scales})
         self.fuse = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Dropout(0.1), nn.Linear(d, cfg.num_classes))
+        # created last and only when on, so configs without it build (and initialise) exactly as before
+        self.global_logits = nn.Linear(d, cfg.num_classes) if cfg.global_logits and cfg.use_global else None
+        self.scale_proj = (nn.ModuleDict({str(i): nn.Linear((g * g + 1) * d, d) for i in self.scales})
+                           if cfg.scale_pool == "flatten" else None)
 
     def norm(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -165,6 +169,8 @@ class MFVAN(nn.Module):
         vectors: list[torch.Tensor] = []
         if self.global_head is not None:
             vectors.append(self.global_head(change if mfeat is None else torch.cat([mfeat, change], dim=1)))
+            if self.global_logits is not None:
+                out["logits_global"] = self.global_logits(vectors[0])
         s1 = torch.cat([self.norm(apex), change], dim=1) if self.two_inputs else self.norm(apex)
         scale_in = {
             1: s1 if mfeat is None else torch.cat([mfeat, s1], dim=1),
@@ -174,7 +180,10 @@ class MFVAN(nn.Module):
         for i in self.scales:
             tokens, fc = self.transformers[str(i)](scale_in[i])
             keep = (fc >= cfg.theta).to(tokens.dtype).unsqueeze(-1)  # mask patches under theta
-            z = (tokens[:, 0] + (keep * tokens[:, 1:]).sum(dim=1)) / (1.0 + keep.sum(dim=1))
+            if self.scale_proj is None:
+                z = (tokens[:, 0] + (keep * tokens[:, 1:]).sum(dim=1)) / (1.0 + keep.sum(dim=1))
+            else:  # scale_pool flatten: masked patches are zeros in place, the rest keep their grid position
+                z = self.scale_proj[str(i)](torch.cat([tokens[:, :1], keep * tokens[:, 1:]], dim=1).flatten(1))
             vectors.append(z)
             out[f"logits_scale{i}"] = self.scale_heads[str(i)](z)
             out[f"fc_scale{i}"] = fc

@@ -101,11 +101,21 @@ class StudentAE(nn.Module):
 class GlobalHead(nn.Module):
     """Small CNN on the de-identified change image -> one D-dim global feature (GAP)."""
 
-    def __init__(self, cin: int, dim: int, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(self, cin: int, dim: int, widths: tuple[int, int, int] = (16, 32, 64), pool: str = "gap", size: int = 0) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.net = nn.Sequential(conv_bn_act(cin, c1, 2), conv_bn_act(c1, c2, 2), conv_bn_act(c2, c3, 2), conv_bn_act(c3, c3, 2))
-        self.proj = nn.Linear(c3, dim)
+        if pool not in ("gap", "flatten"):
+            raise ValueError(f"global_pool {pool!r}: choose gap or flatten")
+        self.pool = pool
+        side = size
+        for _ in range(4):  # the map side after the four stride-2 3x3 convs (padding 1)
+            side = (side + 1) // 2
+        if pool == "flatten" and side < 1:
+            raise ValueError("global_pool flatten needs the input size")
+        # flatten: the last map is read position by position (where the motion is), not averaged away
+        self.proj = nn.Linear(c3 * side * side if pool == "flatten" else c3, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.net(x).mean(dim=(2, 3)))
+        f = self.net(x)
+        return self.proj(f.flatten(1) if self.pool == "flatten" else f.mean(dim=(2, 3)))

@@ -221,3 +221,23 @@ def test_a_drained_backlog_is_trimmed_and_counted(tmp_path: Path) -> None:
     assert code == 0
     assert got["frames"] == 600 and got["trims"] >= 1, got
     assert got["ring"] == 0 and got["running"] == 0
+
+
+def test_ab_harness_runs_each_tree_in_its_own_process_and_reports_ratios(tmp_path: Path) -> None:
+    """The A/B harness imports the tree it is given, not the installed package: a copy of the
+    streamer package elsewhere must be the one that runs (else every A/B compares HEAD with itself)."""
+    import shutil
+
+    root = Path(__file__).resolve().parents[2]
+    other = tmp_path / "copy"
+    for pkg in ("streamer", "engine"):
+        shutil.copytree(root / pkg, other / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "streamer.harness.ab", f"a={root}", f"b={other}", "--rounds", "1",
+                        "--json", "--", "--frames", "120", "--paced-rate", "0"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(summary) == {"a", "b"} and summary["a"]["ratio"] == 1.0 and summary["b"]["fps"][0] > 0
+    bad = subprocess.run([sys.executable, "-m", "streamer.harness.ab", "a=/nonexistent", f"b={root}"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr

@@ -91,10 +91,22 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback TCP port free now and never handed out before by this process.
+
+    Why the memory: the port is released before the caller binds it, so two calls in a row
+    can return the same number (seen in CI: the daemon's and its engine's /metrics got one
+    port, and the engine could not start)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 # -- HTTP endpoints --------------------------------------------------------------------------------

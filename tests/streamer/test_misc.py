@@ -241,3 +241,11 @@ def test_ab_harness_runs_each_tree_in_its_own_process_and_reports_ratios(tmp_pat
     bad = subprocess.run([sys.executable, "-m", "streamer.harness.ab", "a=/nonexistent", f"b={root}"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_free_port_never_hands_out_a_port_twice() -> None:
+    """Two daemons' ports picked in a row must differ (the kernel may reuse a just-freed one)."""
+    from streamer.harness.procs import free_port
+
+    ports = [free_port() for _ in range(300)]
+    assert len(set(ports)) == len(ports)

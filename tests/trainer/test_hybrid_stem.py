@@ -12,15 +12,14 @@ import json
 
 import cv2
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
+from tests.helpers.onnx_parity import assert_onnx_matches_torch
 from trainer.config.train import ModelConfig, StageConfig, TrainConfig
 from trainer.evaluate.loso import main, save_pairs
 from trainer.evaluate.protocol import ABLATION_ROWS
-from trainer.export import export_onnx
-from trainer.models import create_model, export_module, network_inputs
+from trainer.models import create_model, export_module
 from trainer.models.attention import ScaleTransformer
 from trainer.models.mfvan import motion_of
 from trainer.train import train
@@ -67,20 +66,7 @@ def test_conv_stem_trains_exports_and_matches_torch(tmp_path) -> None:
     out = model(onset, apex, with_teacher=True)
     out["logits"].sum().backward()
     assert model.transformers["1"].embed[0].weight.grad.abs().sum() > 0
-    model.eval()
-    path = export_onnx(model, tmp_path / "m.onnx", S)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    on = rng.integers(0, 255, (2, S, S, 3), dtype=np.uint8)
-    ap = np.clip(on.astype(int) + rng.integers(-4, 5, on.shape), 0, 255).astype(np.uint8)
-    x0, x1 = network_inputs(c, on, ap)
-    probs, heat = sess.run(None, {"onset": x0.numpy(), "apex": x1.numpy()})
-    with torch.no_grad():
-        tp, th = export_module(model)(x0, x1)
-    np.testing.assert_allclose(probs, tp.numpy(), atol=1e-5)
-    np.testing.assert_allclose(heat, th.numpy(), atol=1e-4)
+    probs, heat = assert_onnx_matches_torch(model, c, S, tmp_path)
     assert probs.shape == (2, 3) and heat.shape == (2, 4, 6, 6)
 
 

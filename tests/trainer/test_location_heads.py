@@ -8,16 +8,14 @@ Table 3 row runnable.
 
 from __future__ import annotations
 
-import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
+from tests.helpers.onnx_parity import assert_onnx_matches_torch
 from trainer.config.train import LossConfig, ModelConfig
 from trainer.evaluate.protocol import ABLATION_ROWS
-from trainer.export import export_onnx
 from trainer.losses import class_alpha, total_loss
-from trainer.models import create_model, export_module, network_inputs
+from trainer.models import create_model, export_module
 from trainer.models.parts import GlobalHead
 
 torch.set_num_threads(1)
@@ -78,20 +76,7 @@ def test_location_forms_train_export_and_match_torch(tmp_path) -> None:
     parts["all"].backward()
     assert model.global_logits.weight.grad.abs().sum() > 0
     assert model.scale_proj["1"].weight.grad.abs().sum() > 0
-    model.eval()
-    path = export_onnx(model, tmp_path / "m.onnx", S)
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    on = rng.integers(0, 255, (2, S, S, 3), dtype=np.uint8)
-    ap = np.clip(on.astype(int) + rng.integers(-4, 5, on.shape), 0, 255).astype(np.uint8)
-    x0, x1 = network_inputs(c, on, ap)
-    probs, heat = sess.run(None, {"onset": x0.numpy(), "apex": x1.numpy()})
-    with torch.no_grad():
-        tp, th = export_module(model)(x0, x1)
-    np.testing.assert_allclose(probs, tp.numpy(), atol=1e-5)
-    np.testing.assert_allclose(heat, th.numpy(), atol=1e-4)
+    probs, heat = assert_onnx_matches_torch(model, c, S, tmp_path)
     assert probs.shape == (2, 3) and heat.shape == (2, 4, 6, 6)
 
 

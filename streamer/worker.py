@@ -238,10 +238,8 @@ def run_camera(cfg_json: str, cam_index: int, stop_event, shared=None, pair_endp
         counters["running"] = 0
         update()
         pub.status("stopping", counters)
-        # the last status is counted too: a short replay may have sent no other (the first is
-        # refused while the engine connection is still being set up)
-        counters.update(status_sent=pub.sent["status"], status_refused=pub.refused["status"])
-        export()
+        update()  # the last status is counted too: a short replay may have sent no other (the
+        # first is refused while the engine connection is still being set up)
         pub.close()
     log.info("%s: done: %s", cam.name, {k: counters[k] for k in ("frames", "gaps", "overruns", "micro", "macro",
                                                                  "pairs_sent", "pairs_refused")})

@@ -1,5 +1,7 @@
 """Issue 14's location-keeping options: the global head's `model.global_pool: flatten`, each scale's
-`model.scale_pool: flatten` and the global branch's own head and focal loss (`model.global_logits`).
+`model.scale_pool: flatten` and the global branch's own head and focal loss (`model.global_logits`);
+then the fusion recipe's Eq. 7 on concatenated branch vectors (`model.fusion: concat`) and a global
+head with a finer last map (`model.global_strides`, `model.global_dropout`).
 
 Defaults must build the paper's model exactly as before (same parameters, same initialisation); the
 new forms must keep the g x g heatmaps, train, export to ONNX and match torch, and leave every
@@ -33,6 +35,7 @@ LOC = {"global_pool": "flatten", "scale_pool": "flatten", "global_logits": True}
 def test_defaults_are_the_papers_and_unchanged() -> None:
     m = ModelConfig()
     assert (m.global_pool, m.scale_pool, m.global_logits) == ("gap", "mean", False)
+    assert (m.fusion, m.global_strides, m.global_dropout) == ("mean", 4, 0.0)
     torch.manual_seed(0)
     a = create_model(cfg())
     assert a.global_logits is None and a.scale_proj is None and a.global_head.proj.in_features == 64
@@ -63,9 +66,34 @@ def test_flatten_global_head_keeps_the_map(size: int) -> None:
         GlobalHead(7, 32, pool="max", size=size)
 
 
-def test_location_forms_train_export_and_match_torch(tmp_path) -> None:
+def test_global_strides_keep_a_finer_map() -> None:
+    h = GlobalHead(7, 32, pool="flatten", size=48, strides=3, dropout=0.5)
+    assert h.proj.in_features == 64 * 6 * 6  # 48 / 2**3
+    assert h(torch.randn(2, 7, 48, 48)).shape == (2, 32)
+    h.eval()  # dropout off at inference: deterministic
+    x = torch.randn(1, 7, 48, 48)
+    assert torch.equal(h(x), h(x))
+
+
+def test_concat_fusion_reads_each_branch() -> None:
     torch.manual_seed(0)
-    c = cfg(**LOC)
+    model = create_model(cfg(**LOC, fusion="concat", global_strides=3)).eval()
+    assert model.fuse[1].in_features == 4 * 32  # global + three scales, side by side
+    onset, apex = torch.rand(2, 3, S, S), torch.rand(2, 3, S, S)
+    base = model(onset, apex)["logits"]
+    # zeroing one scale's projection changes the fused logits: that branch is read on its own
+    with torch.no_grad():
+        model.scale_proj["3"].weight.zero_()
+        model.scale_proj["3"].bias.zero_()
+    assert not torch.allclose(model(onset, apex)["logits"], base)
+    with pytest.raises(ValueError):
+        ModelConfig(fusion="max")
+
+
+@pytest.mark.parametrize("extra", [{}, {"fusion": "concat", "global_strides": 3, "global_dropout": 0.5}])
+def test_location_forms_train_export_and_match_torch(tmp_path, extra: dict) -> None:
+    torch.manual_seed(0)
+    c = cfg(**LOC, **extra)
     model = create_model(c)
     onset, apex = torch.rand(4, 3, S, S), torch.rand(4, 3, S, S)
     out = model(onset, apex, with_teacher=True)
@@ -90,8 +118,9 @@ def test_no_global_loss_without_the_head() -> None:
 
 @pytest.mark.parametrize("form", ["motion", "apex", "onset_apex"])
 @pytest.mark.parametrize("row, changes", ABLATION_ROWS)
-def test_table3_rows_run_with_location_heads(form: str, row: str, changes: dict) -> None:
-    model = export_module(create_model(cfg(input_form=form, **LOC, **changes)))
+@pytest.mark.parametrize("fusion", ["mean", "concat"])
+def test_table3_rows_run_with_location_heads(form: str, row: str, changes: dict, fusion: str) -> None:
+    model = export_module(create_model(cfg(input_form=form, **LOC, fusion=fusion, **changes)))
     with torch.no_grad():
         probs, heat = model(torch.randn(2, 3, S, S) * 0.5, torch.rand(2, 3, S, S))
     assert probs.shape == (2, 3) and heat.shape == (2, 4, 6, 6), row

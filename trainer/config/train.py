@@ -50,6 +50,17 @@ class ModelConfig(Section):
         description="give the global vector its own linear head and focal loss (like each scale's), so the global "
         "branch is trained directly, not only through the fused average",
     )
+    global_strides: int = Field(
+        4, ge=1, le=4,
+        description="stride-2 convs in the global head's four (the rest stride 1): fewer keep a finer last map for "
+        "global_pool: flatten (3 -> 6 x 6 at 48 px)",
+    )
+    global_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the global head's pooled/flattened map")
+    fusion: Literal["mean", "concat"] = Field(
+        "mean",
+        description="Eq. 7's fusion input: mean = the global and per-scale vectors averaged (the paper's); concat = "
+        "concatenated, so the fusion MLP weighs each branch itself (a branch that carries no signal is not averaged in)",
+    )
 
 
 class LossConfig(Section):

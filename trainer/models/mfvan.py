@@ -20,8 +20,8 @@ Data flow for one (onset, apex) pair of RGB crops in [0, 1]:
   2-3 are f(apex) - f(x''), the student's de-identified features. Training feeds real onset
   crops and the model computes the motion from them with the same function, on the very
   (flipped) pixels it trains on.
-- fusion (Eq. 7): the global vector and the per-scale vectors are averaged and go through the
-  fusion MLP -> class logits. Each scale also has its own linear head (per-scale focal loss).
+- fusion (Eq. 7): the global vector and the per-scale vectors are averaged (`model.fusion:
+  concat`: concatenated) and go through the fusion MLP -> class logits. Each scale also has its own linear head (per-scale focal loss).
 
 WHY the global vector joins Eq. 7's average: the paper's Figure 2 fuses global and local
 features, and Table 3's "Global" row (no scales) must still classify.
@@ -95,7 +95,8 @@ class MFVAN(nn.Module):
         self.teacher = TeacherAE(teacher_widths, teacher_blocks)
         self.student = StudentAE(student_widths, teacher_widths[2])
         m = 4 if self.motion else 0  # u, v, magnitude, strain
-        self.global_head = GlobalHead(3 + m, d, student_widths, cfg.global_pool, s) if cfg.use_global else None
+        self.global_head = GlobalHead(3 + m, d, student_widths, cfg.global_pool, s,
+                                                  cfg.global_strides, cfg.global_dropout) if cfg.use_global else None
         c1_in = (6 if self.two_inputs else 3) + m
         sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
         # model.stem applies to scale 1 only (the full-resolution input: flow/apex pixels)
@@ -104,7 +105,9 @@ class MFVAN(nn.Module):
              for i in self.scales}
         )
         self.scale_heads = nn.ModuleDict({str(i): nn.Linear(d, cfg.num_classes) for i in self.scales})
-        self.fuse = nn.Sequential(nn.LayerNorm(d), nn.Linear(d, d), nn.GELU(), nn.Dropout(0.1), nn.Linear(d, cfg.num_classes))
+        n_vec = len(self.scales) + (1 if cfg.use_global else 0)
+        df = d * n_vec if cfg.fusion == "concat" else d
+        self.fuse = nn.Sequential(nn.LayerNorm(df), nn.Linear(df, d), nn.GELU(), nn.Dropout(0.1), nn.Linear(d, cfg.num_classes))
         # created last and only when on, so configs without it build (and initialise) exactly as before
         self.global_logits = nn.Linear(d, cfg.num_classes) if cfg.global_logits and cfg.use_global else None
         self.scale_proj = (nn.ModuleDict({str(i): nn.Linear((g * g + 1) * d, d) for i in self.scales})
@@ -187,7 +190,8 @@ class MFVAN(nn.Module):
             vectors.append(z)
             out[f"logits_scale{i}"] = self.scale_heads[str(i)](z)
             out[f"fc_scale{i}"] = fc
-        out["logits"] = self.fuse(torch.stack(vectors, dim=0).mean(dim=0))
+        fused_in = torch.cat(vectors, dim=1) if cfg.fusion == "concat" else torch.stack(vectors, dim=0).mean(dim=0)
+        out["logits"] = self.fuse(fused_in)
         return out
 
     def heatmaps(self, out: dict[str, torch.Tensor], ref: torch.Tensor) -> torch.Tensor:

@@ -99,23 +99,31 @@ class StudentAE(nn.Module):
 
 
 class GlobalHead(nn.Module):
-    """Small CNN on the de-identified change image -> one D-dim global feature (GAP)."""
+    """Small CNN on the de-identified change image -> one D-dim global feature (GAP).
 
-    def __init__(self, cin: int, dim: int, widths: tuple[int, int, int] = (16, 32, 64), pool: str = "gap", size: int = 0) -> None:
+    `strides` stride-2 convs of the four (the rest stride 1): 3 keeps a finer last map (6 x 6 at
+    48 px) for `pool: flatten` to read by position; `dropout` acts on what the projection reads.
+    """
+
+    def __init__(self, cin: int, dim: int, widths: tuple[int, int, int] = (16, 32, 64), pool: str = "gap", size: int = 0,
+                 strides: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         c1, c2, c3 = widths
-        self.net = nn.Sequential(conv_bn_act(cin, c1, 2), conv_bn_act(c1, c2, 2), conv_bn_act(c2, c3, 2), conv_bn_act(c3, c3, 2))
+        st = [2 if i < strides else 1 for i in range(4)]
+        self.net = nn.Sequential(conv_bn_act(cin, c1, st[0]), conv_bn_act(c1, c2, st[1]), conv_bn_act(c2, c3, st[2]),
+                                 conv_bn_act(c3, c3, st[3]))
         if pool not in ("gap", "flatten"):
             raise ValueError(f"global_pool {pool!r}: choose gap or flatten")
         self.pool = pool
         side = size
-        for _ in range(4):  # the map side after the four stride-2 3x3 convs (padding 1)
+        for _ in range(strides):  # the map side after the stride-2 3x3 convs (padding 1)
             side = (side + 1) // 2
         if pool == "flatten" and side < 1:
             raise ValueError("global_pool flatten needs the input size")
         # flatten: the last map is read position by position (where the motion is), not averaged away
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.proj = nn.Linear(c3 * side * side if pool == "flatten" else c3, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.net(x)
-        return self.proj(f.flatten(1) if self.pool == "flatten" else f.mean(dim=(2, 3)))
+        return self.proj(self.drop(f.flatten(1) if self.pool == "flatten" else f.mean(dim=(2, 3))))

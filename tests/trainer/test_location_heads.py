@@ -75,6 +75,22 @@ def test_global_strides_keep_a_finer_map() -> None:
     assert torch.equal(h(x), h(x))
 
 
+def test_motion_alone_keeps_appearance_out() -> None:
+    torch.manual_seed(0)
+    model = create_model(cfg(**LOC, appearance=False)).eval()
+    assert model.global_head.net[0][0].in_channels == 4  # u, v, magnitude, strain; no change image
+    apex = torch.rand(2, 3, S, S)
+    motion = torch.randn(2, 3, S, S) * 0.5
+    out = model(None, apex, motion=motion)
+    # another face with the same motion: the global branch cannot tell them apart
+    other = model(None, torch.rand(2, 3, S, S), motion=motion)
+    assert torch.allclose(out["logits_global"], other["logits_global"])
+    assert torch.allclose(out["logits_scale1"], other["logits_scale1"])
+    assert not torch.allclose(out["logits_scale2"], other["logits_scale2"])  # the student's features still see the face
+    with pytest.raises(ValueError, match="appearance"):
+        create_model(cfg(input_form="onset_apex", appearance=False))
+
+
 def test_concat_fusion_reads_each_branch() -> None:
     torch.manual_seed(0)
     model = create_model(cfg(**LOC, fusion="concat", global_strides=3)).eval()
@@ -90,7 +106,8 @@ def test_concat_fusion_reads_each_branch() -> None:
         ModelConfig(fusion="max")
 
 
-@pytest.mark.parametrize("extra", [{}, {"fusion": "concat", "global_strides": 3, "global_dropout": 0.5}])
+@pytest.mark.parametrize("extra", [{}, {"fusion": "concat", "global_strides": 3, "global_dropout": 0.5},
+                                   {"fusion": "concat", "global_strides": 3, "appearance": False}])
 def test_location_forms_train_export_and_match_torch(tmp_path, extra: dict) -> None:
     torch.manual_seed(0)
     c = cfg(**LOC, **extra)

@@ -56,6 +56,11 @@ class ModelConfig(Section):
         "global_pool: flatten (3 -> 6 x 6 at 48 px)",
     )
     global_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the global head's pooled/flattened map")
+    appearance: bool = Field(
+        True,
+        description="motion form only: the global head and scale 1 also see the change and apex images (the issue's "
+        "'motion with the apex image'); false = motion alone there, so no face appearance (identity) reaches them",
+    )
     fusion: Literal["mean", "concat"] = Field(
         "mean",
         description="Eq. 7's fusion input: mean = the global and per-scale vectors averaged (the paper's); concat = "

@@ -94,10 +94,13 @@ class MFVAN(nn.Module):
 
         self.teacher = TeacherAE(teacher_widths, teacher_blocks)
         self.student = StudentAE(student_widths, teacher_widths[2])
+        if not cfg.appearance and not self.motion:
+            raise ValueError("model.appearance: false needs input_form: motion (else nothing but appearance is left)")
         m = 4 if self.motion else 0  # u, v, magnitude, strain
-        self.global_head = GlobalHead(3 + m, d, student_widths, cfg.global_pool, s,
+        a = 3 if cfg.appearance else 0  # the change image (global head) / the apex image (scale 1)
+        self.global_head = GlobalHead(a + m, d, student_widths, cfg.global_pool, s,
                                                   cfg.global_strides, cfg.global_dropout) if cfg.use_global else None
-        c1_in = (6 if self.two_inputs else 3) + m
+        c1_in = (6 if self.two_inputs else a) + m
         sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
         # model.stem applies to scale 1 only (the full-resolution input: flow/apex pixels)
         self.transformers = nn.ModuleDict(
@@ -171,12 +174,13 @@ class MFVAN(nn.Module):
             change = self.norm(apex)
         vectors: list[torch.Tensor] = []
         if self.global_head is not None:
-            vectors.append(self.global_head(change if mfeat is None else torch.cat([mfeat, change], dim=1)))
+            g_in = change if mfeat is None else torch.cat([mfeat, change], dim=1) if cfg.appearance else mfeat
+            vectors.append(self.global_head(g_in))
             if self.global_logits is not None:
                 out["logits_global"] = self.global_logits(vectors[0])
         s1 = torch.cat([self.norm(apex), change], dim=1) if self.two_inputs else self.norm(apex)
         scale_in = {
-            1: s1 if mfeat is None else torch.cat([mfeat, s1], dim=1),
+            1: s1 if mfeat is None else torch.cat([mfeat, s1], dim=1) if cfg.appearance else mfeat,
             2: f2,
             3: f3,
         }

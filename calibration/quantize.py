@@ -15,17 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from calibration.pairs import CalibrationError, PairSet
-from engine.tensors import crops_to_nchw
+from engine.tensors import pair_inputs
 
 METHODS = ("minmax", "entropy", "percentile")
 DEFAULT_OPS = ("Conv", "MatMul", "Gemm")
 
 
 class PairReader:
-    """onnxruntime CalibrationDataReader over wire crops, fed exactly like the server feeds."""
+    """onnxruntime CalibrationDataReader over wire crops, fed exactly like the server feeds
+    (`engine.tensors.pair_inputs`: a motion-form model gets the onset → apex flow, not the onset)."""
 
-    def __init__(self, pairs: PairSet, batch: int = 8, names: tuple[str, str] = ("onset", "apex")):
-        self.pairs, self.batch, self.names = pairs, min(batch, len(pairs)), names
+    def __init__(self, pairs: PairSet, batch: int = 8, names: tuple[str, str] = ("onset", "apex"),
+                 form: str = "onset_apex"):
+        self.pairs, self.batch, self.names, self.form = pairs, min(batch, len(pairs)), names, form
         self._i = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -37,7 +39,8 @@ class PairReader:
             return None
         idx = np.arange(self._i, self._i + self.batch) % n
         self._i += self.batch
-        return {self.names[0]: crops_to_nchw(self.pairs.onset[idx]), self.names[1]: crops_to_nchw(self.pairs.apex[idx])}
+        first, apex = pair_inputs(self.pairs.onset[idx], self.pairs.apex[idx], self.form)
+        return {self.names[0]: first, self.names[1]: apex}
 
     def rewind(self) -> None:
         self._i = 0
@@ -53,8 +56,10 @@ def quantize_qdq(
     per_channel: bool = True,
     percentile: float = 99.99,
     entropy_bins: int = 2048,
+    form: str = "onset_apex",
 ) -> dict[str, object]:
-    """Write the QDQ model to `out`; return what the manifest records about it."""
+    """Write the QDQ model to `out`; return what the manifest records about it. `form` is the
+    model's input form (`engine.tensors.input_form` of its manifest)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -77,10 +82,10 @@ def quantize_qdq(
         pre = Path(tmp) / "pre.onnx"
         # shape inference + ORT-basic optimisation first, as onnxruntime's quantiser recommends
         quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
-        reader: object = _Reader(pairs)
+        reader: object = _Reader(pairs, form=form)
         cache: dict[str, object] = {}
         if method == "entropy":
-            ranges = _entropy_ranges(pre, Path(tmp), _Reader(pairs), op_types, entropy_bins)
+            ranges = _entropy_ranges(pre, Path(tmp), _Reader(pairs, form=form), op_types, entropy_bins)
             reader, cache = None, {"calibration_cache_path": ranges}
         quantize_static(
             str(pre),

@@ -10,10 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from calibration.pairs import PairSet
-from engine.tensors import crops_to_nchw
+from engine.tensors import pair_inputs
 
 
-def run_onnx(path, pairs: PairSet, *, threads: int = 2, batch: int = 16) -> tuple[np.ndarray, np.ndarray]:
+def run_onnx(path, pairs: PairSet, *, threads: int = 2, batch: int = 16, form: str = "onset_apex"
+             ) -> tuple[np.ndarray, np.ndarray]:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -22,10 +23,8 @@ def run_onnx(path, pairs: PairSet, *, threads: int = 2, batch: int = 16) -> tupl
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     probs, heats = [], []
     for i in range(0, len(pairs), batch):
-        p, h = sess.run(
-            ["probs", "heatmaps"],
-            {"onset": crops_to_nchw(pairs.onset[i : i + batch]), "apex": crops_to_nchw(pairs.apex[i : i + batch])},
-        )
+        first, apex = pair_inputs(pairs.onset[i : i + batch], pairs.apex[i : i + batch], form)
+        p, h = sess.run(["probs", "heatmaps"], {"onset": first, "apex": apex})
         probs.append(p)
         heats.append(h)
     return np.concatenate(probs), np.concatenate(heats)
@@ -44,9 +43,9 @@ def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(np.mean(f1s)) if f1s else float("nan")
 
 
-def compare(fp32_onnx, int8_onnx, held_out: PairSet, *, threads: int = 2) -> dict[str, object]:
-    p32, h32 = run_onnx(fp32_onnx, held_out, threads=threads)
-    p8, h8 = run_onnx(int8_onnx, held_out, threads=threads)
+def compare(fp32_onnx, int8_onnx, held_out: PairSet, *, threads: int = 2, form: str = "onset_apex") -> dict[str, object]:
+    p32, h32 = run_onnx(fp32_onnx, held_out, threads=threads, form=form)
+    p8, h8 = run_onnx(int8_onnx, held_out, threads=threads, form=form)
     y32, y8 = p32.argmax(1), p8.argmax(1)
     n_classes = p32.shape[1]
     report: dict[str, object] = {

@@ -178,7 +178,7 @@ def _build_into(cfg: BuildConfig, ckpt: Path, out: Path, progress: bool) -> Mani
 
     calibration = None
     if cfg.precision == "int8":
-        calibration = _int8(cfg, out, s, labels, files, step, bar)
+        calibration = _int8(cfg, out, s, labels, files, step, bar, mcfg.input_form)
 
     import onnx
 
@@ -255,7 +255,7 @@ def _corpus_clips(root: Path) -> list:
     return events
 
 
-def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, step, bar) -> CalibrationInfo:
+def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, step, bar, form: str) -> CalibrationInfo:
     from calibration.pairs import CalibrationError, collect, split_held_out
     from calibration.quantize import quantize_qdq
     from calibration.report import compare
@@ -273,7 +273,7 @@ def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, s
                 raise BuildError(f"{problem}; give more pairs/subjects, or --force to ship INT8 unmeasured")
             log.warning("%s; --force: calibrating on all of them, shipping INT8 without a report", problem)
             calib, held = pairs, pairs.take(np.arange(0))
-        qinfo = quantize_qdq(out / ONNX_OPT, out / ONNX_INT8, calib, method=cfg.calib_method)
+        qinfo = quantize_qdq(out / ONNX_OPT, out / ONNX_INT8, calib, method=cfg.calib_method, form=form)
     except CalibrationError as exc:
         raise BuildError(str(exc)) from None
     files[ONNX_INT8] = file_entry(out / ONNX_INT8, "onnx-qdq", "int8")
@@ -282,7 +282,7 @@ def _int8(cfg: BuildConfig, out: Path, s: int, labels: list[str], files: dict, s
     step("report")
     report_name: str | None = None
     if len(held):
-        report = compare(out / ONNX_OPT, out / ONNX_INT8, held)
+        report = compare(out / ONNX_OPT, out / ONNX_INT8, held, form=form)
         report.update(qinfo, calibration_pairs=len(calib), calibration_subjects=sorted(set(calib.subjects)))
         write_json_atomic(out / CALIB_REPORT, report)
         files[CALIB_REPORT] = file_entry(out / CALIB_REPORT, "report")

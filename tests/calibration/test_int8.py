@@ -184,3 +184,27 @@ def test_each_calibration_method_gives_its_own_model(int8_artefact: Path, tmp_pa
         assert info["method"] == method and info["quantize_nodes"] > 0
         digests[method] = hashlib.sha256(out.read_bytes()).hexdigest()
     assert len(set(digests.values())) == 3, digests
+
+
+def test_motion_form_is_calibrated_on_the_flow(tmp_path: Path) -> None:
+    """A motion-form model's first input is the onset -> apex flow (engine.motion): INT8 scales
+    learnt on raw onset crops would quantise an input the engine never feeds."""
+    from calibration.quantize import PairReader
+    from engine.motion import motion_nchw
+    from engine.tensors import crops_to_nchw
+    from tests.helpers.engine import build
+
+    pairs = pairset(10, 5, seed=1)
+    batch = PairReader(pairs, batch=4, form="motion").get_next()
+    np.testing.assert_array_equal(batch["onset"], motion_nchw(pairs.onset[:4], pairs.apex[:4]))
+    np.testing.assert_array_equal(batch["apex"], crops_to_nchw(pairs.apex[:4]))
+    plain = PairReader(pairs, batch=4).get_next()
+    np.testing.assert_array_equal(plain["onset"], crops_to_nchw(pairs.onset[:4]))
+
+    save_pairs(tmp_path / "pairs.npz", pairset(40, 8))
+    model = {"input_form": "motion", "embed_dim": 32, "depth": 1, "heads": 2, "stem": "conv", "global_pool": "flatten",
+             "scale_pool": "flatten", "global_logits": True, "global_strides": 3, "fusion": "concat", "appearance": False}
+    art = build(tmp_path, model=model, precision="int8", calib=str(tmp_path / "pairs.npz"), calib_method="minmax")
+    report = json.loads((art / "calibration_report.json").read_text())
+    assert report["held_out_pairs"] > 0 and 0.0 <= report["label_agreement"] <= 1.0
+    assert report["quantize_nodes"] > 0

@@ -11,7 +11,7 @@ import numpy as np
 LABELS = ["negative", "positive", "surprise"]
 
 
-def make_checkpoint(path: Path, seed: int = 0) -> Path:
+def make_checkpoint(path: Path, seed: int = 0, model: dict | None = None) -> Path:
     import torch
 
     from trainer.checkpoint import save_checkpoint
@@ -19,18 +19,19 @@ def make_checkpoint(path: Path, seed: int = 0) -> Path:
     from trainer.models import create_model
 
     torch.manual_seed(seed)
-    cfg = ModelConfig()
-    model = create_model(cfg)
-    return save_checkpoint(path, model, cfg, LABELS, stage="test", epoch=0)
+    cfg = ModelConfig(**(model or {}))
+    net = create_model(cfg)
+    return save_checkpoint(path, net, cfg, LABELS, stage="test", epoch=0)
 
 
-def build(tmp: Path, **fields) -> Path:
-    """Build an artefact from a fresh random-weight checkpoint in `tmp`; returns its folder."""
+def build(tmp: Path, model: dict | None = None, **fields) -> Path:
+    """Build an artefact from a fresh random-weight checkpoint in `tmp` (`model`: ModelConfig
+    fields other than the defaults); returns its folder."""
     from trainer.build import build_artefact
     from trainer.config.build import BuildConfig
 
     tmp.mkdir(parents=True, exist_ok=True)
-    ckpt = make_checkpoint(tmp / "model.ckpt")
+    ckpt = make_checkpoint(tmp / "model.ckpt", model=model)
     out = tmp / "artefact"
     build_artefact(BuildConfig(checkpoint=str(ckpt), out=str(out), **fields), progress=False)
     return out

@@ -96,6 +96,12 @@ class DataConfig(Section):
     kind: Literal["micro", "macro", "all"] = Field("micro", description="which annotated events to train/evaluate on")
     pretrain_frames: int = Field(4, ge=0, description="frames between onset and apex per event: for the teacher (Eq. 1) and LBP-TOP")
     flip: bool = Field(True, description="random horizontal flip of the (onset, apex) pair while training")
+    pose_jitter: list[float] = Field(
+        default_factory=lambda: [0.0, 0.0, 0.0], min_length=3, max_length=3,
+        description="[degrees, scale fraction, pixels]: each epoch, every training pair gets one random similarity "
+        "(rotation, scale, shift up to these) applied to both of its frames, so head pose and crop placement vary "
+        "beyond what the training identities show; [0, 0, 0] = off",
+    )
 
 
 class EvalConfig(Section):

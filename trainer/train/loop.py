@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.nn as nn
@@ -64,6 +66,23 @@ def lr_factor(scfg: StageConfig, step: int, steps_per_epoch: int) -> float:
     return 0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def pose_jittered(onset: np.ndarray, apex: np.ndarray, jitter: list[float], rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """One random similarity per pair (`data.pose_jitter`: rotation degrees, scale fraction,
+    shift pixels, each drawn uniformly in +-), the same for its onset and apex, so the motion
+    between them is the event's own and only the face's pose and place in the crop change."""
+    deg, scale, px = jitter
+    n, s = onset.shape[0], onset.shape[1]
+    out_on, out_ap = np.empty_like(onset), np.empty_like(apex)
+    centre = ((s - 1) / 2.0, (s - 1) / 2.0)
+    for i in range(n):
+        m = cv2.getRotationMatrix2D(centre, float(rng.uniform(-deg, deg)), float(1.0 + rng.uniform(-scale, scale)))
+        m[:, 2] += rng.uniform(-px, px, size=2)
+        out_on[i] = cv2.warpAffine(onset[i], m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out_ap[i] = cv2.warpAffine(apex[i], m, (s, s), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out_on, out_ap
+
+
 def motion_cache(data: PairSet, flip: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The motion input (engine.motion) of every training pair, as is and horizontally flipped:
     exactly what `motion_of` computes from the (flipped) batch tensors, once per stage instead of
@@ -111,9 +130,17 @@ def _run_stage(
     bs = scfg.batch_size
     per_rank = (n - n % d.world) // d.world
     spe = max(1, math.ceil(per_rank / bs) - (1 if per_rank > bs and per_rank % bs == 1 else 0))  # batches per epoch, as below
-    cached = motion_cache(data, cfg.data.flip) if stage == "joint" and model.motion else None
+    jitter = stage != "pretrain" and any(v > 0 for v in cfg.data.pose_jitter)
+    cached = motion_cache(data, cfg.data.flip) if stage == "joint" and model.motion and not jitter else None
     step = start * spe
     for epoch in range(start, scfg.epochs):
+        pairs = data
+        if jitter:  # this epoch's poses; the motion is recomputed from the very pixels trained on
+            rng = np.random.default_rng([cfg.seed, stage_idx, epoch])
+            pairs = replace(data, **dict(zip(("onset", "apex"), pose_jittered(data.onset, data.apex, cfg.data.pose_jitter, rng),
+                                             strict=True)))
+            if stage == "joint" and model.motion:
+                cached = motion_cache(pairs, cfg.data.flip)
         torch.manual_seed(cfg.seed * 1_000_003 + stage_idx * 10_007 + epoch)
         gen = torch.Generator().manual_seed(cfg.seed * 7919 + stage_idx * 101 + epoch)
         order = torch.randperm(n, generator=gen).numpy()
@@ -133,7 +160,7 @@ def _run_stage(
                 parts = {"pretrain": pretrain_loss(out, x)}
                 loss = parts["pretrain"]
             else:
-                onset, apex = to_tensor(data.onset[idx], device), to_tensor(data.apex[idx], device)
+                onset, apex = to_tensor(pairs.onset[idx], device), to_tensor(pairs.apex[idx], device)
                 motion = None
                 if cfg.data.flip:
                     m = _flip_mask(len(idx), gen).to(device)

@@ -71,6 +71,31 @@ def test_shards_then_full_report_with_significance(tmp_path) -> None:
     assert all(p.stat().st_mtime_ns == t for p, t in mtimes.items()) and not (tmp_path / "folds" / "lbptop").exists()
 
 
+def test_folds_of_another_config_are_never_deleted(tmp_path) -> None:
+    """A saved fold is CPU-hours: a saved-only report leaves mismatched folds in place, a training
+    run moves them aside; a new option left at its default keeps the old folds valid."""
+    from trainer.evaluate.protocol import fingerprint
+
+    d = toy_pairs(2, 2, 0, 2, size=S)
+    st = StageConfig(epochs=0)
+    model = ModelConfig(crop_size=S, grid=4, embed_dim=16, heads=2, depth=1, input_form="motion")
+    cfg = TrainConfig(device="cpu", model=model, pretrain=st, remove=st, joint=StageConfig(epochs=1, batch_size=8),
+                      eval=EvalConfig(overlays=0))
+    run_loso(cfg, d, tmp_path, ["mfvan"], progress=False)
+    saved = sorted((tmp_path / "folds" / "mfvan").glob("*.npz"))
+    blobs = {p.name: p.read_bytes() for p in saved}
+    other = cfg.model_copy(update={"joint": StageConfig(epochs=2, batch_size=8)})
+    rep = run_loso(other, d, tmp_path, ["mfvan"], progress=False, saved_only=True)
+    assert "mfvan" in rep["not_run"]  # nothing of the other config is reported ...
+    assert {p.name: p.read_bytes() for p in saved} == blobs  # ... and nothing is touched
+    run_loso(other, d, tmp_path, ["mfvan"], progress=False)
+    stale = sorted((tmp_path / "folds" / "mfvan" / "stale").glob("*.npz"))
+    assert len(stale) == len(saved) and {p.read_bytes() for p in stale} == set(blobs.values())
+    # an option at its default value (as every new option starts) does not change the fingerprint
+    explicit = TrainConfig.model_validate({**cfg.model_dump(), "data": {**cfg.data.model_dump(), "pose_jitter": [0, 0, 0]}})
+    assert fingerprint(explicit, "mfvan") == fingerprint(cfg, "mfvan") != fingerprint(other, "mfvan")
+
+
 def test_bad_shard_is_one_line(tmp_path, capsys) -> None:
     d = toy_pairs(2, 2, 0, 2, size=S)
     save_pairs(tmp_path / "p.npz", d)

@@ -98,12 +98,20 @@ def run_baseline_fold(fit: Callable[..., Callable[[PairSet], np.ndarray]], data:
     return FoldResult(subject, te.labels, np.asarray(pred), time.perf_counter() - t0, index=test_idx)
 
 
+FOLD_FORMAT = 2  # bump when a config default changes value (see fingerprint)
+
+
 def fingerprint(cfg: TrainConfig | None, model: str, seed: int = 0) -> str:
-    """What decides a fold's result: the model name and its config (baselines: the seed)."""
+    """What decides a fold's result: the model name and its config (baselines: the seed).
+
+    Only fields that differ from their defaults enter it: a new option whose default keeps the
+    old behaviour (how every option is added) leaves the folds computed before it valid. A
+    change of a default's *value* must therefore bump FOLD_FORMAT."""
     import hashlib
     import json
 
-    blob = json.dumps({"model": model, "cfg": cfg.model_dump(mode="json") if cfg else None, "seed": seed}, sort_keys=True)
+    dump = cfg.model_dump(mode="json", exclude_defaults=True) if cfg else None
+    blob = json.dumps({"model": model, "cfg": dump, "seed": seed, "format": FOLD_FORMAT}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -124,7 +132,9 @@ def run_folds(
     """Run (or reload) every fold of one model; log each fold's time and accuracy.
 
     A saved fold is reused only if its `fingerprint` (hash of the config that made it)
-    matches, so a changed config never reports stale folds."""
+    matches, so a changed config never reports stale folds. A fold saved with another config is
+    never deleted (it may be hours of CPU): a training run moves it to `stale/` beside the folds
+    and recomputes it; a `saved_only` run leaves it where it is and reports without it."""
     results = []
     for subject in tqdm(subjects, desc=f"LOSO {name}", disable=not progress):
         path = fold_dir / f"{subject}.npz" if fold_dir else None
@@ -132,8 +142,13 @@ def run_folds(
             with np.load(path, allow_pickle=False) as z:
                 saved = str(z["fingerprint"]) if "fingerprint" in z else ""
             if saved and saved != fingerprint:
-                log(f"{name} fold {subject}: saved with another config, recomputing")
-                path.unlink()
+                if saved_only:
+                    log(f"{name} fold {subject}: saved with another config ({saved}), left as is and not reported")
+                    continue
+                stale = path.parent / "stale" / f"{subject}.{saved}.npz"
+                stale.parent.mkdir(exist_ok=True)
+                path.replace(stale)
+                log(f"{name} fold {subject}: saved with another config, moved to {stale}; recomputing")
         if saved_only and (path is None or not path.exists()):
             continue  # report what ran: a fold nobody computed is left out, never trained here
         if path is not None and path.exists():

@@ -68,6 +68,14 @@ def network_inputs(cfg: ModelConfig, onset: np.ndarray, apex: np.ndarray, device
     return torch.from_numpy(x0).to(device), torch.from_numpy(x1).to(device)
 
 
+def with_motion(mfeat: torch.Tensor | None, image: torch.Tensor, appearance: bool) -> torch.Tensor:
+    """A branch's input: the image alone (no motion form), the motion beside it, or the motion
+    alone (`model.appearance: false`)."""
+    if mfeat is None:
+        return image
+    return torch.cat([mfeat, image], dim=1) if appearance else mfeat
+
+
 class MFVAN(nn.Module):
     def __init__(
         self,
@@ -98,8 +106,8 @@ class MFVAN(nn.Module):
             raise ValueError("model.appearance: false needs input_form: motion (else nothing but appearance is left)")
         m = 4 if self.motion else 0  # u, v, magnitude, strain
         a = 3 if cfg.appearance else 0  # the change image (global head) / the apex image (scale 1)
-        self.global_head = GlobalHead(a + m, d, student_widths, cfg.global_pool, s,
-                                                  cfg.global_strides, cfg.global_dropout) if cfg.use_global else None
+        self.global_head = (GlobalHead(a + m, d, student_widths, cfg.global_pool, s, cfg.global_strides, cfg.global_dropout)
+                            if cfg.use_global else None)
         c1_in = (6 if self.two_inputs else a) + m
         sizes = {1: (c1_in, s), 2: (student_widths[1], s // 4), 3: (student_widths[2], s // 8)}
         # model.stem applies to scale 1 only (the full-resolution input: flow/apex pixels)
@@ -174,13 +182,12 @@ class MFVAN(nn.Module):
             change = self.norm(apex)
         vectors: list[torch.Tensor] = []
         if self.global_head is not None:
-            g_in = change if mfeat is None else torch.cat([mfeat, change], dim=1) if cfg.appearance else mfeat
-            vectors.append(self.global_head(g_in))
+            vectors.append(self.global_head(with_motion(mfeat, change, cfg.appearance)))
             if self.global_logits is not None:
                 out["logits_global"] = self.global_logits(vectors[0])
         s1 = torch.cat([self.norm(apex), change], dim=1) if self.two_inputs else self.norm(apex)
         scale_in = {
-            1: s1 if mfeat is None else torch.cat([mfeat, s1], dim=1) if cfg.appearance else mfeat,
+            1: with_motion(mfeat, s1, cfg.appearance),
             2: f2,
             3: f3,
         }

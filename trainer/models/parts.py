@@ -109,9 +109,8 @@ class GlobalHead(nn.Module):
                  strides: int = 4, dropout: float = 0.0) -> None:
         super().__init__()
         c1, c2, c3 = widths
-        st = [2 if i < strides else 1 for i in range(4)]
-        self.net = nn.Sequential(conv_bn_act(cin, c1, st[0]), conv_bn_act(c1, c2, st[1]), conv_bn_act(c2, c3, st[2]),
-                                 conv_bn_act(c3, c3, st[3]))
+        chans = (cin, c1, c2, c3, c3)
+        self.net = nn.Sequential(*(conv_bn_act(chans[i], chans[i + 1], 2 if i < strides else 1) for i in range(4)))
         if pool not in ("gap", "flatten"):
             raise ValueError(f"global_pool {pool!r}: choose gap or flatten")
         self.pool = pool

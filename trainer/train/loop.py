@@ -137,8 +137,8 @@ def _run_stage(
         pairs = data
         if jitter:  # this epoch's poses; the motion is recomputed from the very pixels trained on
             rng = np.random.default_rng([cfg.seed, stage_idx, epoch])
-            pairs = replace(data, **dict(zip(("onset", "apex"), pose_jittered(data.onset, data.apex, cfg.data.pose_jitter, rng),
-                                             strict=True)))
+            onset_j, apex_j = pose_jittered(data.onset, data.apex, cfg.data.pose_jitter, rng)
+            pairs = replace(data, onset=onset_j, apex=apex_j)
             if stage == "joint" and model.motion:
                 cached = motion_cache(pairs, cfg.data.flip)
         torch.manual_seed(cfg.seed * 1_000_003 + stage_idx * 10_007 + epoch)

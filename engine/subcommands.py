@@ -27,6 +27,7 @@ HELP = {
     "mfvan.eval": {
         "loso": "leave-one-subject-out recognition: MFVAN, baselines, ablations",
         "spot": "score spotted events against annotations (MEGC, IoU >= 0.5)",
+        "select": "score a recipe variant on validation subjects, as captured and posed",
     },
 }
 

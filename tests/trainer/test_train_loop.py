@@ -83,3 +83,24 @@ def test_no_identity_removal_skips_the_reconstruction_stages() -> None:
     seen: list[str] = []
     train(cfg, toy_pairs(n_subjects=2, per_class=2), progress=False, on_epoch=lambda s, e, _: seen.append(s))
     assert seen == ["joint", "joint"]
+
+
+def test_weight_average_replaces_the_weights_and_resumes_bit_exactly(tmp_path: Path) -> None:
+    data = toy_pairs()
+    plain = train(small_cfg(epochs=3), data, progress=False)
+    full = train(small_cfg(epochs=3, ema=0.9), data, out_dir=tmp_path / "a", progress=False)
+    assert any(not torch.equal(v, v2) for v, v2 in zip(plain.state_dict().values(), full.state_dict().values(), strict=True))
+    assert "ema" not in load_checkpoint(tmp_path / "a" / "joint.ckpt")["extra"]  # the finished stage holds the average
+
+    def stop(stage: str, epoch: int, _: object) -> None:
+        if stage == "joint" and epoch == 2:
+            raise KeyboardInterrupt
+
+    try:  # killed during joint epoch 2: the checkpoint holds epoch 1 and the average so far
+        train(small_cfg(epochs=3, ema=0.9), data, out_dir=tmp_path / "b", progress=False, on_epoch=stop)
+    except KeyboardInterrupt:
+        pass
+    assert "ema" in load_checkpoint(tmp_path / "b" / "joint.ckpt")["extra"]
+    resumed = train(small_cfg(epochs=3, ema=0.9), data, out_dir=tmp_path / "b", progress=False)
+    for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
+        assert k == k2 and torch.equal(v, v2), k

@@ -39,6 +39,12 @@ def flow_features(data: PairSet) -> np.ndarray:
     return out
 
 
+def forget(clips: list[str]) -> None:
+    """Drop these clips' memoised flows: a changed copy of a pair (posed, jittered) keeps its clip name."""
+    for key in [k for k in _MEMO if k[0] in set(clips)]:
+        del _MEMO[key]
+
+
 class OffApexNet(nn.Module):
     def __init__(self, num_classes: int) -> None:
         super().__init__()

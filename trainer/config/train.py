@@ -85,6 +85,8 @@ class StageConfig(Section):
     weight_decay: float = Field(1e-4, ge=0)
     schedule: Literal["constant", "cosine"] = Field("constant", description="learning rate over the stage's steps")
     warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up from lr/100 over this many epochs (both schedules)")
+    ema: float = Field(0.0, ge=0, lt=1, description="decay per optimiser step of an exponential moving average of the "
+                       "weights (and BatchNorm statistics) that replaces them at the stage's end; 0 = off")
 
 
 class DataConfig(Section):

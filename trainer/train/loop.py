@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from trainer.checkpoint import load_checkpoint, save_checkpoint
@@ -112,6 +113,8 @@ def _run_stage(
     ckpt = out_dir / f"{stage}.ckpt" if out_dir else None
     params = _stage_params(model, stage)
     opt = torch.optim.AdamW(params, lr=scfg.lr, weight_decay=scfg.weight_decay)
+    # the weights' moving average: a flatter, better-generalising point than the last step's weights
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(scfg.ema), use_buffers=True) if scfg.ema > 0 else None
     start = 0
     if resume and ckpt is not None and ckpt.exists():
         blob = load_checkpoint(ckpt)
@@ -119,6 +122,8 @@ def _run_stage(
         start = int(blob["epoch"])
         if start < scfg.epochs and "optimizer" in blob:
             opt.load_state_dict(blob["optimizer"])
+        if start < scfg.epochs and ema is not None and "ema" in blob.get("extra", {}):
+            ema.load_state_dict(blob["extra"]["ema"])
     if start >= scfg.epochs:
         return
     stage_idx = STAGES.index(stage)
@@ -186,10 +191,18 @@ def _run_stage(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         means = {k: v / max(1, sum(len(b) for b in batches)) for k, v in sums.items()}
+        extra: dict[str, Any] = {"losses": means}
+        if ema is not None:
+            if epoch + 1 == scfg.epochs:  # the stage ends: its result is the average
+                model.load_state_dict(ema.module.state_dict())
+            else:  # a resumed stage continues the same average
+                extra["ema"] = ema.state_dict()
         if on_epoch is not None:
             on_epoch(stage, epoch + 1, means)
         if ckpt is not None and d.main:
@@ -202,7 +215,7 @@ def _run_stage(
                 stage=stage,
                 epoch=epoch + 1,
                 optimizer=opt.state_dict(),
-                extra={"losses": means},
+                extra=extra,
             )
 
 

@@ -49,7 +49,9 @@ def test_bootstrap_interval_and_wilcoxon_on_known_cases() -> None:
 def test_shards_then_full_report_with_significance(tmp_path) -> None:
     d = toy_pairs(4, 2, 0, 2, size=S)
     st = StageConfig(epochs=0)  # identity removal on, its stages skipped: the folds are what is tested
-    cfg = TrainConfig(device="cpu", model=ModelConfig(crop_size=S, grid=4, embed_dim=16, heads=2, depth=1, input_form="motion"),
+    # appearance: false (the fusion recipe's motion-only heads) must not leak into the apex-only form, which sees only the apex
+    cfg = TrainConfig(device="cpu", model=ModelConfig(crop_size=S, grid=4, embed_dim=16, heads=2, depth=1, input_form="motion",
+                                                      appearance=False),
                       pretrain=st, remove=st, joint=StageConfig(epochs=1, lr=2e-3, batch_size=8), eval=EvalConfig(overlays=0))
     models = ["mfvan", "mfvan_apex"]
     a = run_loso(cfg, d, tmp_path, models, progress=False, shard=(0, 2))

@@ -188,7 +188,8 @@ def run_loso(
     all_results: dict[str, list[FoldResult]] = {}
     for name in models:
         if name in ("mfvan", "mfvan_apex"):
-            mcfg = cfg if name == "mfvan" else with_model(cfg, input_form="apex")
+            # the apex image is all the apex-only form sees, so a motion-only recipe's appearance: false does not carry over
+            mcfg = cfg if name == "mfvan" else with_model(cfg, input_form="apex", appearance=True)
             results = run_folds(name, subjects, lambda s, c_=mcfg: run_mfvan_fold(c_, data, s, device, False), fold_root / name,
                                 progress, log, fingerprint(mcfg, "mfvan"), saved_only)
             if not results:

@@ -45,7 +45,7 @@ from trainer.evaluate.protocol import (
     run_mfvan_fold,
     with_model,
 )
-from trainer.models import create_model
+from trainer.models import create_model, identity_removal_reaches_logits
 from trainer.models.profile import profile
 from trainer.train import PairSet, resolve_device
 
@@ -238,11 +238,19 @@ def run_loso(
     if ablation:
         ab_subjects = fold_subjects(data, ablation_folds or max_folds)[skip_folds:][shard[0] :: shard[1]]
         rows_cfg = []
+        first_of: dict[str, str] = {}  # fingerprint -> the first row that trains it
+        same_as: dict[str, str] = {}
         for row, changes in ABLATION_ROWS:
             rcfg = with_model(cfg, **changes)
-            # the row equal to the configured model reuses its folds instead of training again
-            folder = fold_root / ("mfvan" if rcfg.model == cfg.model else f"ablation_{row}")
-            rows_cfg.append((row, rcfg, folder, fingerprint(rcfg, "mfvan")))
+            itself = rcfg.model == cfg.model  # the configured model: it reuses the mfvan folds instead of training again
+            if not itself and rcfg.model.identity_removal and not identity_removal_reaches_logits(rcfg.model):
+                rcfg = with_model(rcfg, identity_removal=False)  # the same network: train it once
+            fp = fingerprint(rcfg, "mfvan")
+            first = first_of.setdefault(fp, row)
+            folder = fold_root / ("mfvan" if itself else f"ablation_{first}")
+            if first != row:
+                same_as[row] = first
+            rows_cfg.append((row, rcfg, folder, fp))
         per_row: dict[str, list[FoldResult]] = {row: [] for row, *_ in rows_cfg}
         # fold-major order: an interrupted run leaves every row with the same finished folds
         for subject in ab_subjects:
@@ -252,11 +260,15 @@ def run_loso(
         ab_rows = []
         for row, *_ in rows_cfg:
             s = pooled(per_row[row], c)
-            ab_rows.append({"row": row, **{k: s[k] for k in ("n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean")}})
+            ab_rows.append({"row": row, **{k: s[k] for k in ("n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean")},
+                            **({"same_network_as": same_as[row]} if row in same_as else {})})
         report["ablation"] = {"folds": len(ab_subjects), "rows": ab_rows}
+        shared = "".join(f"- {r}: identity removal reaches no logit here (motion alone into the global head and scale 1, "
+                         f"no scale 2-3), so it is the network of {o}; its folds are {o}'s.\n" for r, o in same_as.items())
         (out / "ablation.md").write_text(
             f"# Table 3 rows, LOSO on {cfg.data.dataset} ({len(ab_subjects)} folds, input form {cfg.model.input_form})\n\n"
             + rep.markdown_table(ab_rows, ["row", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean"])
+            + (f"\n{shared}" if shared else "")
         )
         rep.write_json(out / "report.json", report)
     return report

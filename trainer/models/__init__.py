@@ -8,6 +8,7 @@ from trainer.models.mfvan import (
     MFVAN,
     ExportModule,
     export_module,
+    identity_removal_reaches_logits,
     network_inputs,
 )
 from trainer.models.registry import create_model, list_models, register_model
@@ -18,6 +19,7 @@ __all__ = [
     "ExportModule",
     "create_model",
     "export_module",
+    "identity_removal_reaches_logits",
     "list_models",
     "network_inputs",
     "register_model",

@@ -244,6 +244,18 @@ class ExportModule(nn.Module):
         return probs, heat
 
 
+def identity_removal_reaches_logits(cfg: ModelConfig) -> bool:
+    """Whether the student's de-identified output can change a prediction. Scales 2-3 are its
+    features; the change image (global head, and scale 1 in `onset_apex` form) is apex minus its
+    reconstruction. Only the motion form with `appearance: false` and no scale 2-3 feeds the
+    classifier motion alone: identity removal then trains the teacher and student, which touch
+    no logit, so the network predicts exactly as without it (Table 3's "+RI" rows of such a
+    model are the rows without; bitwise so on 26 folds, results_synth/pairs_fusion)."""
+    if not cfg.identity_removal:
+        return False
+    return cfg.input_form != "motion" or cfg.appearance or bool({2, 3} & set(cfg.scales))
+
+
 def export_module(model: nn.Module) -> nn.Module:
     """Wrap a trained MFVAN for inference/ONNX export (eval mode; the teacher is not used)."""
     if isinstance(model, ExportModule):

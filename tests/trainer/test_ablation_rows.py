@@ -69,3 +69,14 @@ def test_ablation_trains_a_shared_network_once_and_says_so(tmp_path: Path) -> No
     assert "mfvan" in folders and "ablation_Global+scale1,2,3+RI" not in folders
     assert "Global+RI: identity removal reaches no logit" in (tmp_path / "ablation.md").read_text()
     assert json.loads((tmp_path / "report.json").read_text())["ablation"]["rows"][1]["same_network_as"] == "Global"
+
+
+def test_ablation_rows_carry_their_margin_to_the_best_baseline(tmp_path: Path) -> None:
+    data = toy_pairs(3, 2, 0, 2, size=S)
+    cfg = train_cfg().model_copy(update={"joint": StageConfig(epochs=1, lr=2e-3, batch_size=8)})
+    rep = run_loso(cfg, data, tmp_path, models=["lbptop"], progress=False, ablation=True, ablation_folds=2)
+    assert rep["ablation"]["baseline"] == "lbptop" and rep["ablation"]["folds"] == 2
+    for r in rep["ablation"]["rows"]:
+        g = r["vs_baseline"]
+        assert g["subjects"] == 2 and g["ci95"][0] <= g["delta_uf1"] <= g["ci95"][1], r["row"]
+    assert "vs_baseline" in (tmp_path / "ablation.md").read_text()

@@ -80,3 +80,7 @@ def test_ablation_rows_carry_their_margin_to_the_best_baseline(tmp_path: Path) -
         g = r["vs_baseline"]
         assert g["subjects"] == 2 and g["ci95"][0] <= g["delta_uf1"] <= g["ci95"][1], r["row"]
     assert "vs_baseline" in (tmp_path / "ablation.md").read_text()
+    # a report-only rerun over more folds trains nothing: each row says how many folds it has
+    again = run_loso(cfg, data, tmp_path, models=["lbptop"], progress=False, ablation=True, ablation_folds=3, saved_only=True)
+    assert {r["folds_run"] for r in again["ablation"]["rows"]} == {2}
+    assert not (tmp_path / "folds" / "ablation_Global" / "sub02.npz").exists()

@@ -256,15 +256,16 @@ def run_loso(
         for subject in ab_subjects:
             for row, rcfg, folder, fp in rows_cfg:
                 per_row[row] += run_folds(row, [subject], lambda s, rc=rcfg: run_mfvan_fold(rc, data, s, device, False),
-                                          folder, False, log, fp)
+                                          folder, False, log, fp, saved_only)
         ab_rows = []
-        cols_ab = ["row", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean"]
+        cols_ab = ["row", "folds_run", "n", "accuracy", "macro_f1", "uf1", "uar", "fold_seconds_mean"]
         # each row against the best baseline run beside it, on the folds both have (the margin per row)
         best_b = max(base, key=lambda b: report["models"][b]["uf1"]) if base else None
         md_rows = []
         for row, *_ in rows_cfg:
             s = pooled(per_row[row], c)
-            entry = {"row": row, **{k: s[k] for k in cols_ab[1:]}, **({"same_network_as": same_as[row]} if row in same_as else {})}
+            entry = {"row": row, "folds_run": len(per_row[row]), **{k: s[k] for k in cols_ab[2:]},
+                     **({"same_network_as": same_as[row]} if row in same_as else {})}
             md = dict(entry)
             if best_b and per_row[row]:
                 g = paired_difference(per_row[row], all_results[best_b], c, seed=cfg.seed)
@@ -274,7 +275,7 @@ def run_loso(
             ab_rows.append(entry)
             md_rows.append(md)
         if best_b:
-            cols_ab.insert(5, "vs_baseline")
+            cols_ab.insert(6, "vs_baseline")
         report["ablation"] = {"folds": len(ab_subjects), "rows": ab_rows, **({"baseline": best_b} if best_b else {})}
         shared = "".join(f"- {r}: identity removal reaches no logit here (motion alone into the global head and scale 1, "
                          f"no scale 2-3), so it is the network of {o}; its folds are {o}'s.\n" for r, o in same_as.items())
